@@ -1,0 +1,48 @@
+"""The policy model: a Llama / Qwen2 / Qwen3 decoder in Flax NNX, its KV cache, and checkpoint IO.
+
+    model = jaxalign.models.load("path/to/hf_dir_or_file.gguf")
+    logits = jaxalign.models.forward(model, input_ids, attention_mask=mask)   # [B, T, V] float32
+    jaxalign.models.save_hf(model, "out_dir")
+"""
+
+from __future__ import annotations
+
+import os
+
+from jaxalign.models.config import CheckpointError, ModelConfig, RopeScaling
+from jaxalign.models.gguf_io import load_gguf
+from jaxalign.models.hf import load_hf, save_hf
+from jaxalign.models.transformer import (
+    KVCache,
+    Transformer,
+    abstract_model,
+    default_positions,
+    forward,
+    forward_cached,
+    init_cache,
+    init_model,
+    jit_forward,
+    jit_forward_cached,
+    replace_config,
+)
+
+__all__ = [
+    "CheckpointError", "KVCache", "ModelConfig", "RopeScaling", "Transformer", "abstract_model",
+    "default_positions", "forward", "forward_cached", "init_cache", "init_model", "jit_forward",
+    "jit_forward_cached", "load", "load_gguf", "load_hf", "replace_config", "save_hf",
+]
+
+
+def load(path: str | os.PathLike, dtype: str = "float32", compute_dtype: str | None = None) -> Transformer:
+    """Loads a model from a Hugging Face directory (config.json + safetensors) or a `.gguf` file.
+
+    `dtype` is the parameter dtype; `compute_dtype` (default: `dtype`) the activation dtype.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise CheckpointError(f"{path}: no such file or directory")
+    if os.path.isdir(path):
+        return load_hf(path, dtype, compute_dtype)
+    if path.endswith(".gguf"):
+        return load_gguf(path, dtype, compute_dtype)
+    raise CheckpointError(f"{path}: expected a Hugging Face directory or a .gguf file")

@@ -1,0 +1,166 @@
+"""Host-side sampler: batching, shape buckets, stop conditions, text in and out."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxalign.models.transformer import Transformer
+from jaxalign.sampling import loop
+from jaxalign.sampling.functional import SamplingConfig
+
+STOP_IDS_WIDTH = 8  # stop-token ids padded to this many (one compiled shape)
+NEVER = -2  # a token id no row ever produces: pads stop-sequence tables
+
+
+def bucket(n: int, minimum: int = 16) -> int:
+    """Smallest power of two >= n (and >= minimum) up to 1024, then multiples of 512."""
+    n = max(n, minimum)
+    if n <= 1024:
+        return 1 << (n - 1).bit_length()
+    return -(-n // 512) * 512
+
+
+@dataclasses.dataclass
+class Completion:
+    """One generated continuation."""
+
+    tokens: list[int]
+    """Sampled token ids, including the stopping token (EOS or the end of a stop sequence)."""
+    logprobs: list[float]
+    """Log-prob of each sampled token under the sampling distribution."""
+    stop_reason: str
+    """"eos", "stop_sequence", "budget" or "cache_full"."""
+    text: str | None = None
+    """Decoded text when the sampler has a tokenizer."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StopTable:
+    """Device arrays describing stop tokens and stop sequences, padded to fixed shapes."""
+
+    ids: jax.Array  # [STOP_IDS_WIDTH]
+    seqs: jax.Array  # [S, W]
+    lens: jax.Array  # [S]
+
+    @property
+    def window(self) -> int:
+        return int(self.seqs.shape[1])
+
+    @classmethod
+    def build(cls, stop_token_ids: Sequence[int] = (), stop_sequences: Sequence[Sequence[int]] = (),
+              window: int | None = None) -> StopTable:
+        ids = list(dict.fromkeys(int(t) for t in stop_token_ids))
+        if len(ids) > STOP_IDS_WIDTH:
+            raise ValueError(f"at most {STOP_IDS_WIDTH} stop token ids, got {len(ids)}")
+        seqs = [list(map(int, s)) for s in stop_sequences if len(s)]
+        longest = max((len(s) for s in seqs), default=1)
+        w = window or max(8, 1 << (longest - 1).bit_length())
+        if longest > w:
+            raise ValueError(f"stop sequence of {longest} tokens exceeds the window {w}")
+        rows = max(4, 1 << max(len(seqs) - 1, 0).bit_length())
+        table = np.full((rows, w), NEVER, np.int32)
+        lens = np.full((rows,), w, np.int32)
+        for i, s in enumerate(seqs):
+            table[i, w - len(s):] = s
+            lens[i] = len(s)
+        return cls(jnp.asarray(ids + [NEVER] * (STOP_IDS_WIDTH - len(ids)), jnp.int32),
+                   jnp.asarray(table), jnp.asarray(lens))
+
+
+class Sampler:
+    """Generates from a Transformer with the jitted decode loop.
+
+        sampler = Sampler(model, tokenizer)
+        [c] = sampler.generate([prompt_ids], SamplingConfig(temperature=0), max_new_tokens=32)
+
+    Prompts, caches and batch sizes are rounded up to buckets so each bucket compiles once.
+    `update(model_or_params)` swaps in new weights (e.g. after a training step) without recompiling.
+    """
+
+    def __init__(self, model: Transformer, tokenizer=None, *, pad_id: int | None = None):
+        self.graphdef, self.params = nnx.split(model)
+        self.config = model.config
+        self.tokenizer = tokenizer
+        if pad_id is None:
+            pad_id = getattr(tokenizer, "pad_token_id", None) if tokenizer is not None else None
+        self.pad_id = int(pad_id or 0)
+
+    def update(self, model_or_params) -> None:
+        """Uses new parameters (a Transformer or its nnx.State)."""
+        if isinstance(model_or_params, nnx.Module):
+            model_or_params = nnx.state(model_or_params)
+        self.params = model_or_params
+
+    # ----------------------------------------------------------------- lower-level steps
+    def left_pad(self, prompts: Sequence[Sequence[int]], batch: int | None = None):
+        """Left-pads prompts to a bucketed width; returns (ids [B, C], mask [B, C])."""
+        width = bucket(max(len(p) for p in prompts))
+        b = batch or len(prompts)
+        ids = np.full((b, width), self.pad_id, np.int32)
+        mask = np.zeros((b, width), np.int32)
+        for i, p in enumerate(prompts):
+            if len(p):
+                ids[i, width - len(p):] = p
+                mask[i, width - len(p):] = 1
+        return ids, mask
+
+    def start(self, prompts: Sequence[Sequence[int]], *, cache_size: int, max_tokens: int,
+              window: int = 8, seed: int = 0, batch: int | None = None) -> loop.DecodeState:
+        """Prefills `prompts` into a fresh cache of `cache_size` slots."""
+        ids, mask = self.left_pad(prompts, batch)
+        if ids.shape[1] >= cache_size:
+            raise ValueError(f"prompt bucket {ids.shape[1]} does not fit a cache of {cache_size} slots")
+        return loop.prefill(self.graphdef, self.params, ids, mask, jax.random.key(seed),
+                            cache_size=cache_size, max_tokens=max_tokens, window=window)
+
+    def run(self, state: loop.DecodeState, config: SamplingConfig, stops: StopTable,
+            max_steps: int) -> loop.DecodeState:
+        """Runs the decode loop for at most `max_steps` steps."""
+        return loop.decode(self.graphdef, self.params, state, stops.ids, stops.seqs, stops.lens,
+                           jnp.int32(max_steps), config=config, pad_id=self.pad_id)
+
+    def append(self, state: loop.DecodeState, chunks: dict[int, Sequence[int]]) -> loop.DecodeState:
+        """Appends token chunks to some rows (e.g. tool outputs), padded to a bucketed width."""
+        b = state.tokens.shape[0]
+        width = bucket(max(len(c) for c in chunks.values()), minimum=8)
+        ids = np.full((b, width), self.pad_id, np.int32)
+        mask = np.zeros((b, width), np.int32)
+        for row, chunk in chunks.items():
+            ids[row, :len(chunk)] = chunk
+            mask[row, :len(chunk)] = 1
+        return loop.append(self.graphdef, self.params, state, ids, mask)
+
+    # ----------------------------------------------------------------- convenience
+    def generate(self, prompts: Sequence[Sequence[int]], config: SamplingConfig = SamplingConfig(), *,
+                 max_new_tokens: int = 256, stop_token_ids: Sequence[int] | None = None,
+                 stop_sequences: Sequence[Sequence[int]] = (), seed: int = 0) -> list[Completion]:
+        """Completes each prompt (token ids) until EOS, a stop sequence or `max_new_tokens`."""
+        if not prompts:
+            return []
+        if stop_token_ids is None:
+            eos = getattr(self.tokenizer, "eos_token_id", None) if self.tokenizer is not None else None
+            stop_token_ids = () if eos is None else (eos,)
+        stops = StopTable.build(stop_token_ids, stop_sequences)
+        n = len(prompts)
+        batch = bucket(n, minimum=1)
+        max_tokens = bucket(max_new_tokens)
+        cache_size = bucket(bucket(max(len(p) for p in prompts)) + max_tokens)
+        state = self.start(prompts, cache_size=cache_size, max_tokens=max_tokens,
+                           window=stops.window, seed=seed, batch=batch)
+        rows = np.arange(batch) < n
+        state = loop.start_segment(state, rows, np.full((batch,), max_new_tokens, np.int32))
+        state = self.run(state, config, stops, max_new_tokens)
+        tokens, logprobs, length, reason = jax.device_get(
+            (state.tokens, state.logprobs, state.length, state.stop_reason))
+        out = []
+        for i in range(n):
+            toks = tokens[i, :length[i]].tolist()
+            text = self.tokenizer.decode(toks) if self.tokenizer is not None else None
+            out.append(Completion(toks, logprobs[i, :length[i]].tolist(), loop.STOP_NAMES[reason[i]], text))
+        return out
