@@ -17,14 +17,17 @@ def _cache_root() -> str:
 def load(path: str | os.PathLike):
     """A `transformers` tokenizer with its chat template.
 
-    `path` is a directory holding tokenizer.json / tokenizer_config.json, or a `.gguf` file whose
-    metadata holds the vocabulary, merges and chat template. Converting GGUF metadata takes
+    `path` is a packaged model name (see `jaxalign.models.registry`), a directory holding
+    tokenizer.json / tokenizer_config.json, or a `.gguf` file whose metadata holds the vocabulary,
+    merges and chat template. Converting GGUF metadata takes
     seconds, so the converted tokenizer is cached under $JAXALIGN_CACHE (default
     ~/.cache/jaxalign), keyed by the file's path, size and modification time.
     """
     from transformers import AutoTokenizer
 
-    path = os.fspath(path)
+    from jaxalign.models.registry import resolve
+
+    path = resolve(os.fspath(path))
     if not os.path.exists(path):
         raise CheckpointError(f"{path}: tokenizer path not found")
     if os.path.isdir(path):

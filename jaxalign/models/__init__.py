@@ -12,6 +12,7 @@ import os
 from jaxalign.models.config import CheckpointError, ModelConfig, RopeScaling
 from jaxalign.models.gguf_io import load_gguf
 from jaxalign.models.hf import load_hf, save_hf
+from jaxalign.models.registry import resolve
 from jaxalign.models.transformer import (
     KVCache,
     Transformer,
@@ -29,7 +30,7 @@ from jaxalign.models.transformer import (
 __all__ = [
     "CheckpointError", "KVCache", "ModelConfig", "RopeScaling", "Transformer", "abstract_model",
     "default_positions", "forward", "forward_cached", "init_cache", "init_model", "jit_forward",
-    "jit_forward_cached", "load", "load_gguf", "load_hf", "replace_config", "save_hf",
+    "jit_forward_cached", "load", "load_config", "load_gguf", "load_hf", "replace_config", "resolve", "save_hf",
 ]
 
 
@@ -37,12 +38,27 @@ def load(path: str | os.PathLike, dtype: str = "float32", compute_dtype: str | N
     """Loads a model from a Hugging Face directory (config.json + safetensors) or a `.gguf` file.
 
     `dtype` is the parameter dtype; `compute_dtype` (default: `dtype`) the activation dtype.
+    A packaged model may be named instead of a path (e.g. "smollm2-135m-instruct").
     """
-    path = os.fspath(path)
+    path = resolve(os.fspath(path))
     if not os.path.exists(path):
         raise CheckpointError(f"{path}: no such file or directory")
     if os.path.isdir(path):
         return load_hf(path, dtype, compute_dtype)
     if path.endswith(".gguf"):
         return load_gguf(path, dtype, compute_dtype)
+    raise CheckpointError(f"{path}: expected a Hugging Face directory or a .gguf file")
+
+
+def load_config(path: str | os.PathLike) -> ModelConfig:
+    """The ModelConfig of a checkpoint, read from metadata only (no weights are loaded)."""
+    from jaxalign.models.gguf_io import _reader, config_from_gguf
+
+    path = resolve(os.fspath(path))
+    if not os.path.exists(path):
+        raise CheckpointError(f"{path}: no such file or directory")
+    if os.path.isdir(path):
+        return ModelConfig.from_hf(path)
+    if path.endswith(".gguf"):
+        return config_from_gguf(_reader(path), path)
     raise CheckpointError(f"{path}: expected a Hugging Face directory or a .gguf file")

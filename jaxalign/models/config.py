@@ -121,7 +121,7 @@ class ModelConfig:
 
     # ----------------------------------------------------------------------------- presets
     @classmethod
-    def tiny(cls, **overrides: Any) -> "ModelConfig":
+    def tiny(cls, **overrides: Any) -> ModelConfig:
         """A few-hundred-thousand-parameter model for tests and the CPU demo."""
         base = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_layers=2,
                     num_heads=4, num_kv_heads=2, rope_theta=10000.0, tie_embeddings=True)
@@ -129,7 +129,7 @@ class ModelConfig:
         return cls(**base)
 
     @classmethod
-    def smollm2_135m(cls, **overrides: Any) -> "ModelConfig":
+    def smollm2_135m(cls, **overrides: Any) -> ModelConfig:
         """SmolLM2-135M(-Instruct): Llama architecture, 30 layers, d=576, 9/3 heads, tied."""
         base = dict(architecture="llama", vocab_size=49152, hidden_size=576, intermediate_size=1536,
                     num_layers=30, num_heads=9, num_kv_heads=3, rope_theta=100000.0,
@@ -138,7 +138,7 @@ class ModelConfig:
         return cls(**base)
 
     @classmethod
-    def qwen3_4b(cls, **overrides: Any) -> "ModelConfig":
+    def qwen3_4b(cls, **overrides: Any) -> ModelConfig:
         """Qwen3-4B (ASTER's base model)."""
         base = dict(architecture="qwen3", vocab_size=151936, hidden_size=2560,
                     intermediate_size=9728, num_layers=36, num_heads=32, num_kv_heads=8,
@@ -148,7 +148,7 @@ class ModelConfig:
         return cls(**base)
 
     @classmethod
-    def from_hf(cls, path: str | os.PathLike, **overrides: Any) -> "ModelConfig":
+    def from_hf(cls, path: str | os.PathLike, **overrides: Any) -> ModelConfig:
         """Reads a Hugging Face `config.json` (a file or the directory holding it)."""
         path = os.fspath(path)
         file = os.path.join(path, "config.json") if os.path.isdir(path) else path
@@ -162,7 +162,7 @@ class ModelConfig:
         return cls.from_hf_dict(data, source=file, **overrides)
 
     @classmethod
-    def from_hf_dict(cls, hf: dict, *, source: str = "config.json", **overrides: Any) -> "ModelConfig":
+    def from_hf_dict(cls, hf: dict, *, source: str = "config.json", **overrides: Any) -> ModelConfig:
         """Maps a Hugging Face config mapping to a ModelConfig, rejecting what we do not implement."""
         arch = hf.get("model_type")
         if arch not in ARCHITECTURES:

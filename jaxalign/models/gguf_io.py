@@ -80,7 +80,7 @@ def config_from_gguf(reader, source: str, **overrides) -> ModelConfig:
         raise CheckpointError(f"{source}: unsupported rope scaling {scaling_type!r}")
     rope = {"type": "default"}
     if scaling_type == "linear":
-        rope = {"type": "linear", "factor": float(need("rope.scaling.factor"))}
+        rope = {"type": "linear", "factor": _f32(need("rope.scaling.factor"))}
     heads = int(need("attention.head_count"))
     hidden = int(need("embedding_length"))
     tokens = _field(reader, "tokenizer.ggml.tokens")
@@ -97,9 +97,9 @@ def config_from_gguf(reader, source: str, **overrides) -> ModelConfig:
         num_heads=heads,
         num_kv_heads=int(_field(reader, f"{arch}.attention.head_count_kv", heads)),
         head_dim=int(_field(reader, f"{arch}.attention.key_length", hidden // heads)),
-        rope_theta=float(_field(reader, f"{arch}.rope.freq_base", 10000.0)),
+        rope_theta=_f32(_field(reader, f"{arch}.rope.freq_base", 10000.0)),
         rope_scaling=rope,
-        rms_norm_eps=float(need("attention.layer_norm_rms_epsilon")),
+        rms_norm_eps=_f32(need("attention.layer_norm_rms_epsilon")),
         tie_embeddings="output.weight" not in names,
         qkv_bias="blk.0.attn_q.bias" in names,
         o_bias=bias,
@@ -114,6 +114,11 @@ def config_from_gguf(reader, source: str, **overrides) -> ModelConfig:
         return from_dict(ModelConfig, kw)
     except ValueError as e:
         raise CheckpointError(f"{source}: {e}") from e
+
+
+def _f32(value) -> float:
+    """GGUF stores float32; take the shortest decimal that round-trips (9.9999997e-06 -> 1e-05)."""
+    return float(str(np.float32(value)))
 
 
 def _unpermute(w: np.ndarray, heads: int) -> np.ndarray:

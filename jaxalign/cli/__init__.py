@@ -1,0 +1,1 @@
+"""The `jaxalign` command line."""
