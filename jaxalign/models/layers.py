@@ -15,6 +15,7 @@ from flax import nnx
 
 from jaxalign.models.config import ModelConfig
 from jaxalign.sharding import constrain
+from jaxalign.sharding import current as current_mesh
 
 # A large finite negative instead of -inf: a fully masked row (a pad query) then yields a uniform
 # distribution instead of NaN, and NaNs cannot leak into gradients through masked rows.
@@ -82,16 +83,54 @@ def apply_rope(x_BTNH: jax.Array, positions_BT: jax.Array, inv_freq: np.ndarray)
 
 
 def attention(q_BTNH: jax.Array, k_BSKH: jax.Array, v_BSKH: jax.Array, mask_BTS: jax.Array) -> jax.Array:
-    """Grouped-query softmax attention; `mask_BTS` is True where query t may attend slot s."""
+    """Grouped-query softmax attention; `mask_BTS` is True where query t may attend slot s.
+
+    Scores are laid out [B, K, T*G, S] so each kv head's queries (all G of its query heads) form
+    one plain matmul against its keys.
+    """
     b, t, n, h = q_BTNH.shape
     k = k_BSKH.shape[2]
-    q = q_BTNH.reshape(b, t, k, n // k, h)
-    scores = jnp.einsum("btkgh,bskh->bkgts", q, k_BSKH, preferred_element_type=jnp.float32)
-    scores = scores * (1.0 / math.sqrt(h))
-    scores = jnp.where(mask_BTS[:, None, None, :, :], scores, MASK_VALUE)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v_BSKH.dtype)
-    out = jnp.einsum("bkgts,bskh->btkgh", probs, v_BSKH)
-    return out.reshape(b, t, n, h)
+    g = n // k
+    q = (q_BTNH * (1.0 / math.sqrt(h))).reshape(b, t, k, g, h).transpose(0, 2, 1, 3, 4).reshape(b, k, t * g, h)
+    keys = k_BSKH.transpose(0, 2, 1, 3)
+    values = v_BSKH.transpose(0, 2, 1, 3)
+    scores = jnp.einsum("bkmh,bksh->bkms", q, keys, preferred_element_type=jnp.float32)
+    mask = jnp.repeat(mask_BTS, g, axis=1)[:, None]  # rows ordered (t, g) like the queries
+    probs = jax.nn.softmax(jnp.where(mask, scores, MASK_VALUE), axis=-1).astype(values.dtype)
+    out = jnp.einsum("bkms,bksh->bkmh", probs, values)
+    return out.reshape(b, k, t, g, h).transpose(0, 2, 1, 3, 4).reshape(b, t, n, h)
+
+
+def causal_block_size(t: int) -> int:
+    """Query block for `causal_attention`: 128, grown so there are at most 16 blocks."""
+    return max(128, -(-t // 16))
+
+
+def causal_attention(q_BTNH: jax.Array, k_BTKH: jax.Array, v_BTKH: jax.Array, mask_BTT: jax.Array) -> jax.Array:
+    """Self-attention over the same T tokens when `mask` is causal (plus padding / segments).
+
+    Query block i only needs keys [0, end_i): skipping the all-masked upper triangle saves
+    compute. On a single CPU device the batch is also walked row by row (`lax.map`) so score
+    blocks stay in cache: materialising [B, K, T*G, T] scores costs more than the matmuls there.
+    Under a mesh (or on accelerators) the batch stays vectorised so its sharding is untouched.
+    """
+    if jax.default_backend() == "cpu" and current_mesh() is None and q_BTNH.shape[0] > 1:
+        return jax.lax.map(lambda a: _causal_blocks(*(x[None] for x in a))[0],
+                           (q_BTNH, k_BTKH, v_BTKH, mask_BTT))
+    return _causal_blocks(q_BTNH, k_BTKH, v_BTKH, mask_BTT)
+
+
+def _causal_blocks(q_BTNH, k_BTKH, v_BTKH, mask_BTT):
+    t = q_BTNH.shape[1]
+    block = causal_block_size(t)
+    if t <= block:
+        return attention(q_BTNH, k_BTKH, v_BTKH, mask_BTT)
+    outs = []
+    for start in range(0, t, block):
+        end = min(start + block, t)
+        outs.append(attention(q_BTNH[:, start:end], k_BTKH[:, :end], v_BTKH[:, :end],
+                              mask_BTT[:, start:end, :end]))
+    return jnp.concatenate(outs, axis=1)
 
 
 class Attention(nnx.Module):
@@ -140,14 +179,15 @@ class Attention(nnx.Module):
         q = apply_rope(q, positions_BT, inv_freq)
         k = apply_rope(k, positions_BT, inv_freq)
         new_kv = None
-        if kv is not None:
+        if kv is None:
+            out = causal_attention(q, k, v, mask_BTS)
+        else:
             k_cache, v_cache = kv
             start = (0, write_index, 0, 0)
             k = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), start)
             v = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), start)
             new_kv = (k, v)
-            k, v = k.astype(cd), v.astype(cd)
-        out = attention(q, k, v, mask_BTS)
+            out = attention(q, k.astype(cd), v.astype(cd), mask_BTS)
         out = jnp.einsum("btnh,nhd->btd", out, self.o_proj.get_value().astype(cd))
         if c.o_bias:
             out = out + self.o_bias.get_value().astype(cd)
