@@ -10,27 +10,33 @@ from __future__ import annotations
 import os
 
 from jaxalign.models.config import CheckpointError, ModelConfig, RopeScaling
+from jaxalign.models.decode import (
+    DecodeWeights,
+    KVCache,
+    decode_forward,
+    forward_cached,
+    init_cache,
+    jit_forward_cached,
+    prepare_decode_weights,
+)
 from jaxalign.models.gguf_io import load_gguf
 from jaxalign.models.hf import load_hf, save_hf
 from jaxalign.models.registry import resolve
 from jaxalign.models.transformer import (
-    KVCache,
     Transformer,
     abstract_model,
     default_positions,
     forward,
-    forward_cached,
-    init_cache,
     init_model,
     jit_forward,
-    jit_forward_cached,
     replace_config,
 )
 
 __all__ = [
-    "CheckpointError", "KVCache", "ModelConfig", "RopeScaling", "Transformer", "abstract_model",
-    "default_positions", "forward", "forward_cached", "init_cache", "init_model", "jit_forward",
-    "jit_forward_cached", "load", "load_config", "load_gguf", "load_hf", "replace_config", "resolve", "save_hf",
+    "CheckpointError", "DecodeWeights", "KVCache", "ModelConfig", "RopeScaling", "Transformer",
+    "abstract_model", "decode_forward", "default_positions", "forward", "forward_cached", "init_cache",
+    "init_model", "jit_forward", "jit_forward_cached", "load", "load_config", "load_gguf", "load_hf",
+    "prepare_decode_weights", "replace_config", "resolve", "save_hf",
 ]
 
 

@@ -44,9 +44,14 @@ class RMSNorm(nnx.Module):
         self.scale = param(rngs, (dim,), axes, dtype, init="ones")
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        x32 = x.astype(jnp.float32)
-        y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-        return y.astype(x.dtype) * self.scale.get_value().astype(x.dtype)
+        return rms_norm(x, self.scale.get_value(), self.eps)
+
+
+def rms_norm(x: jax.Array, scale: jax.Array, eps: float) -> jax.Array:
+    """RMSNorm over the last axis in float32, cast back, then scaled (Hugging Face's order)."""
+    x32 = x.astype(jnp.float32)
+    y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+    return y.astype(x.dtype) * scale.astype(x.dtype)
 
 
 def rope_inv_freq(config: ModelConfig) -> np.ndarray:
@@ -82,22 +87,21 @@ def apply_rope(x_BTNH: jax.Array, positions_BT: jax.Array, inv_freq: np.ndarray)
     return out.astype(x_BTNH.dtype)
 
 
-def attention(q_BTNH: jax.Array, k_BSKH: jax.Array, v_BSKH: jax.Array, mask_BTS: jax.Array) -> jax.Array:
+def attention(q_BTNH: jax.Array, k_BKSH: jax.Array, v_BKSH: jax.Array, mask_BTS: jax.Array) -> jax.Array:
     """Grouped-query softmax attention; `mask_BTS` is True where query t may attend slot s.
 
-    Scores are laid out [B, K, T*G, S] so each kv head's queries (all G of its query heads) form
-    one plain matmul against its keys.
+    Keys and values come head-major ([B, K, S, H], the KV-cache layout). Scores are laid out
+    [B, K, T*G, S] so each kv head's queries (all G of its query heads) form one plain matmul
+    against its keys, with no transposes of the (possibly long) key/value buffers.
     """
     b, t, n, h = q_BTNH.shape
-    k = k_BSKH.shape[2]
+    k = k_BKSH.shape[1]
     g = n // k
     q = (q_BTNH * (1.0 / math.sqrt(h))).reshape(b, t, k, g, h).transpose(0, 2, 1, 3, 4).reshape(b, k, t * g, h)
-    keys = k_BSKH.transpose(0, 2, 1, 3)
-    values = v_BSKH.transpose(0, 2, 1, 3)
-    scores = jnp.einsum("bkmh,bksh->bkms", q, keys, preferred_element_type=jnp.float32)
+    scores = jnp.einsum("bkmh,bksh->bkms", q, k_BKSH, preferred_element_type=jnp.float32)
     mask = jnp.repeat(mask_BTS, g, axis=1)[:, None]  # rows ordered (t, g) like the queries
-    probs = jax.nn.softmax(jnp.where(mask, scores, MASK_VALUE), axis=-1).astype(values.dtype)
-    out = jnp.einsum("bkms,bksh->bkmh", probs, values)
+    probs = jax.nn.softmax(jnp.where(mask, scores, MASK_VALUE), axis=-1).astype(v_BKSH.dtype)
+    out = jnp.einsum("bkms,bksh->bkmh", probs, v_BKSH)
     return out.reshape(b, k, t, g, h).transpose(0, 2, 1, 3, 4).reshape(b, t, n, h)
 
 
@@ -106,7 +110,7 @@ def causal_block_size(t: int) -> int:
     return max(128, -(-t // 16))
 
 
-def causal_attention(q_BTNH: jax.Array, k_BTKH: jax.Array, v_BTKH: jax.Array, mask_BTT: jax.Array) -> jax.Array:
+def causal_attention(q_BTNH: jax.Array, k_BKTH: jax.Array, v_BKTH: jax.Array, mask_BTT: jax.Array) -> jax.Array:
     """Self-attention over the same T tokens when `mask` is causal (plus padding / segments).
 
     Query block i only needs keys [0, end_i): skipping the all-masked upper triangle saves
@@ -116,19 +120,19 @@ def causal_attention(q_BTNH: jax.Array, k_BTKH: jax.Array, v_BTKH: jax.Array, ma
     """
     if jax.default_backend() == "cpu" and current_mesh() is None and q_BTNH.shape[0] > 1:
         return jax.lax.map(lambda a: _causal_blocks(*(x[None] for x in a))[0],
-                           (q_BTNH, k_BTKH, v_BTKH, mask_BTT))
-    return _causal_blocks(q_BTNH, k_BTKH, v_BTKH, mask_BTT)
+                           (q_BTNH, k_BKTH, v_BKTH, mask_BTT))
+    return _causal_blocks(q_BTNH, k_BKTH, v_BKTH, mask_BTT)
 
 
-def _causal_blocks(q_BTNH, k_BTKH, v_BTKH, mask_BTT):
+def _causal_blocks(q_BTNH, k_BKTH, v_BKTH, mask_BTT):
     t = q_BTNH.shape[1]
     block = causal_block_size(t)
     if t <= block:
-        return attention(q_BTNH, k_BTKH, v_BTKH, mask_BTT)
+        return attention(q_BTNH, k_BKTH, v_BKTH, mask_BTT)
     outs = []
     for start in range(0, t, block):
         end = min(start + block, t)
-        outs.append(attention(q_BTNH[:, start:end], k_BTKH[:, :end], v_BTKH[:, :end],
+        outs.append(attention(q_BTNH[:, start:end], k_BKTH[:, :, :end], v_BKTH[:, :, :end],
                               mask_BTT[:, start:end, :end]))
     return jnp.concatenate(outs, axis=1)
 
@@ -155,18 +159,17 @@ class Attention(nnx.Module):
             self.q_norm = RMSNorm(h, c.rms_norm_eps, dtype=dt, axes=("head_dim",), rngs=rngs)
             self.k_norm = RMSNorm(h, c.rms_norm_eps, dtype=dt, axes=("head_dim",), rngs=rngs)
 
-    def __call__(self, x_BTD, positions_BT, mask_BTS, kv=None, write_index=None):
-        """Returns (out [B, T, D], (k, v) cache slots or None).
-
-        With `kv = (k_BSKH, v_BSKH)` the new keys/values are written at slot `write_index` and the
-        queries attend over all S slots (masked by `mask_BTS`); otherwise over the T new tokens.
-        """
+    def __call__(self, x_BTD, positions_BT, mask_BTT):
+        """Causal self-attention over the T tokens of `x` (cached decoding: `models.decode`)."""
         c = self.config
         cd = jnp.dtype(c.dtype)
-        x = x_BTD.astype(cd)
+        b, t, d = x_BTD.shape
+        x = x_BTD.astype(cd).reshape(b * t, d)
 
         def proj(w, bias):
-            y = jnp.einsum("btd,dnh->btnh", x, w.get_value().astype(cd))
+            # A plain 2D matmul on the (free) reshaped weight: XLA then never transposes weights.
+            _, heads, h = w.shape
+            y = (x @ w.get_value().astype(cd).reshape(d, heads * h)).reshape(b, t, heads, h)
             return y if bias is None else y + bias.get_value().astype(cd)
 
         bq, bk, bv = (self.q_bias, self.k_bias, self.v_bias) if c.qkv_bias else (None, None, None)
@@ -177,21 +180,14 @@ class Attention(nnx.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         inv_freq = rope_inv_freq(c)
         q = apply_rope(q, positions_BT, inv_freq)
-        k = apply_rope(k, positions_BT, inv_freq)
-        new_kv = None
-        if kv is None:
-            out = causal_attention(q, k, v, mask_BTS)
-        else:
-            k_cache, v_cache = kv
-            start = (0, write_index, 0, 0)
-            k = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), start)
-            v = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), start)
-            new_kv = (k, v)
-            out = attention(q, k.astype(cd), v.astype(cd), mask_BTS)
-        out = jnp.einsum("btnh,nhd->btd", out, self.o_proj.get_value().astype(cd))
+        k = apply_rope(k, positions_BT, inv_freq).transpose(0, 2, 1, 3)  # [B, K, T, H]
+        v = v.transpose(0, 2, 1, 3)
+        out = causal_attention(q, k, v, mask_BTT)
+        n, h = c.num_heads, c.head_dim
+        out = out.reshape(b * t, n * h) @ self.o_proj.get_value().astype(cd).reshape(n * h, d)
         if c.o_bias:
             out = out + self.o_bias.get_value().astype(cd)
-        return out, new_kv
+        return out.reshape(b, t, d)
 
 
 class MLP(nnx.Module):

@@ -1,7 +1,7 @@
 """The jitted decode loop: a fixed-size state pytree advanced by `lax.while_loop`.
 
-All functions here are pure and take the model as (graphdef, params) so they jit once per shape
-bucket; the host-side `Sampler` drives them. Rows advance together but stop independently (EOS,
+All functions here are pure and take the model as (config, decode-layout weights) so they jit
+once per shape bucket; the host-side `Sampler` drives them. Rows advance together but stop independently (EOS,
 stop sequence, per-row token budget, cache full); a stopped row can later receive appended tokens
 (a tool output) and resume without recomputing its prefix.
 """
@@ -12,9 +12,10 @@ import functools
 
 import jax
 import jax.numpy as jnp
-from flax import nnx, struct
+from flax import struct
 
-from jaxalign.models.transformer import KVCache, forward_cached, init_cache
+from jaxalign.models.config import ModelConfig
+from jaxalign.models.decode import DecodeWeights, KVCache, decode_forward, init_cache
 from jaxalign.sampling.functional import SamplingConfig, sample, stop_sequence_hit
 
 RUNNING, EOS, STOP_SEQUENCE, BUDGET, CACHE_FULL = 0, 1, 2, 3, 4
@@ -38,12 +39,12 @@ class DecodeState:
     rng: jax.Array  # PRNG key
 
 
-def _append(model, state: DecodeState, ids_BC, mask_BC) -> DecodeState:
+def _append(config: ModelConfig, weights: DecodeWeights, state: DecodeState, ids_BC, mask_BC) -> DecodeState:
     """Writes a chunk (prompt or tool output) into the cache; rows with no real token unchanged."""
     mask = mask_BC.astype(bool)
     positions = state.next_pos[:, None] + jnp.cumsum(mask, axis=-1, dtype=jnp.int32) - 1
-    logits, cache = forward_cached(model, ids_BC, state.cache, attention_mask=mask,
-                                   positions=jnp.maximum(positions, 0))
+    logits, cache = decode_forward(config, weights, ids_BC, state.cache, attention_mask_BC=mask,
+                                   positions_BC=jnp.maximum(positions, 0))
     count = mask.sum(-1, dtype=jnp.int32)
     has = count > 0
     last = ids_BC.shape[1] - 1 - jnp.argmax(mask[:, ::-1], axis=-1)  # last real column
@@ -56,16 +57,15 @@ def _append(model, state: DecodeState, ids_BC, mask_BC) -> DecodeState:
     )
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "cache_size", "max_tokens", "window"))
-def prefill(graphdef, params, ids_BC, mask_BC, rng, *, cache_size: int, max_tokens: int,
-            window: int) -> DecodeState:
+@functools.partial(jax.jit, static_argnames=("config", "cache_size", "max_tokens", "window"))
+def prefill(config: ModelConfig, weights: DecodeWeights, ids_BC, mask_BC, rng, *, cache_size: int,
+            max_tokens: int, window: int) -> DecodeState:
     """A fresh state with the prompts [B, C] (left- or right-padded, `mask` 1 on real tokens)."""
-    model = nnx.merge(graphdef, params)
     b = ids_BC.shape[0]
-    cache = init_cache(model.config, b, cache_size)
+    cache = init_cache(config, b, cache_size)
     state = DecodeState(
         cache=cache,
-        logits=jnp.zeros((b, model.config.vocab_size), jnp.float32),
+        logits=jnp.zeros((b, config.vocab_size), jnp.float32),
         next_pos=jnp.zeros((b,), jnp.int32),
         tokens=jnp.zeros((b, max_tokens), jnp.int32),
         logprobs=jnp.zeros((b, max_tokens), jnp.float32),
@@ -76,13 +76,13 @@ def prefill(graphdef, params, ids_BC, mask_BC, rng, *, cache_size: int, max_toke
         recent=jnp.full((b, window), -1, jnp.int32),
         rng=rng,
     )
-    return _append(model, state, ids_BC, mask_BC)
+    return _append(config, weights, state, ids_BC, mask_BC)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef",), donate_argnames=("state",))
-def append(graphdef, params, state: DecodeState, ids_BC, mask_BC) -> DecodeState:
+@functools.partial(jax.jit, static_argnames=("config",), donate_argnames=("state",))
+def append(config: ModelConfig, weights: DecodeWeights, state: DecodeState, ids_BC, mask_BC) -> DecodeState:
     """Appends a chunk [B, C] to rows whose mask has real tokens (a tool output, a new turn)."""
-    return _append(nnx.merge(graphdef, params), state, ids_BC, mask_BC)
+    return _append(config, weights, state, ids_BC, mask_BC)
 
 
 @functools.partial(jax.jit, donate_argnames=("state",))
@@ -97,15 +97,14 @@ def start_segment(state: DecodeState, rows_B, budget_B) -> DecodeState:
     )
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "config", "pad_id"), donate_argnames=("state",))
-def decode(graphdef, params, state: DecodeState, stop_ids, stop_seqs_SW, stop_lens_S, max_steps, *,
-           config: SamplingConfig, pad_id: int = 0) -> DecodeState:
+@functools.partial(jax.jit, static_argnames=("config", "sampling", "pad_id"), donate_argnames=("state",))
+def decode(config: ModelConfig, weights: DecodeWeights, state: DecodeState, stop_ids, stop_seqs_SW,
+           stop_lens_S, max_steps, *, sampling: SamplingConfig, pad_id: int = 0) -> DecodeState:
     """Generates for active rows until each stops or `max_steps` steps have run.
 
     A stopping token is still fed to the model, so its key/value sit in the cache and the row can
     be continued (e.g. after `</tool_call>` the tool output is appended behind it).
     """
-    model = nnx.merge(graphdef, params)
     b, m = state.tokens.shape
     size = state.cache.size
 
@@ -116,7 +115,7 @@ def decode(graphdef, params, state: DecodeState, stop_ids, stop_seqs_SW, stop_le
     def body(carry):
         state, step = carry
         rng, key = jax.random.split(state.rng)
-        tok, lp = sample(state.logits, key, config)
+        tok, lp = sample(state.logits, key, sampling)
         act = state.active
         tok = jnp.where(act, tok, pad_id)
         at = act[:, None] & (jnp.arange(m)[None, :] == state.length[:, None])
@@ -130,8 +129,8 @@ def decode(graphdef, params, state: DecodeState, stop_ids, stop_seqs_SW, stop_le
              length >= jnp.minimum(state.budget, m), state.cache.index + 1 >= size],
             [EOS, STOP_SEQUENCE, BUDGET, CACHE_FULL], RUNNING)
         stopping = act & (reason != RUNNING)
-        logits, cache = forward_cached(model, tok[:, None], state.cache, attention_mask=act[:, None],
-                                       positions=state.next_pos[:, None])
+        logits, cache = decode_forward(config, weights, tok[:, None], state.cache,
+                                       attention_mask_BC=act[:, None], positions_BC=state.next_pos[:, None])
         new = state.replace(
             cache=cache,
             logits=jnp.where(act[:, None], logits[:, 0], state.logits),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 import jax
@@ -10,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxalign.models.decode import DecodeWeights, prepare_decode_weights
 from jaxalign.models.transformer import Transformer
 from jaxalign.sampling import loop
 from jaxalign.sampling.functional import SamplingConfig
@@ -73,6 +75,11 @@ class StopTable:
                    jnp.asarray(table), jnp.asarray(lens))
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _prepare(graphdef, params) -> DecodeWeights:
+    return prepare_decode_weights(nnx.merge(graphdef, params))
+
+
 class Sampler:
     """Generates from a Transformer with the jitted decode loop.
 
@@ -84,18 +91,19 @@ class Sampler:
     """
 
     def __init__(self, model: Transformer, tokenizer=None, *, pad_id: int | None = None):
-        self.graphdef, self.params = nnx.split(model)
+        self.graphdef = nnx.graphdef(model)
         self.config = model.config
+        self.update(model)
         self.tokenizer = tokenizer
         if pad_id is None:
             pad_id = getattr(tokenizer, "pad_token_id", None) if tokenizer is not None else None
         self.pad_id = int(pad_id or 0)
 
     def update(self, model_or_params) -> None:
-        """Uses new parameters (a Transformer or its nnx.State)."""
+        """Uses new parameters (a Transformer or its nnx.State), copied once into decode layout."""
         if isinstance(model_or_params, nnx.Module):
             model_or_params = nnx.state(model_or_params)
-        self.params = model_or_params
+        self.weights = _prepare(self.graphdef, model_or_params)
 
     # ----------------------------------------------------------------- lower-level steps
     def left_pad(self, prompts: Sequence[Sequence[int]], batch: int | None = None):
@@ -116,14 +124,14 @@ class Sampler:
         ids, mask = self.left_pad(prompts, batch)
         if ids.shape[1] >= cache_size:
             raise ValueError(f"prompt bucket {ids.shape[1]} does not fit a cache of {cache_size} slots")
-        return loop.prefill(self.graphdef, self.params, ids, mask, jax.random.key(seed),
+        return loop.prefill(self.config, self.weights, ids, mask, jax.random.key(seed),
                             cache_size=cache_size, max_tokens=max_tokens, window=window)
 
     def run(self, state: loop.DecodeState, config: SamplingConfig, stops: StopTable,
             max_steps: int) -> loop.DecodeState:
         """Runs the decode loop for at most `max_steps` steps."""
-        return loop.decode(self.graphdef, self.params, state, stops.ids, stops.seqs, stops.lens,
-                           jnp.int32(max_steps), config=config, pad_id=self.pad_id)
+        return loop.decode(self.config, self.weights, state, stops.ids, stops.seqs, stops.lens,
+                           jnp.int32(max_steps), sampling=config, pad_id=self.pad_id)
 
     def append(self, state: loop.DecodeState, chunks: dict[int, Sequence[int]]) -> loop.DecodeState:
         """Appends token chunks to some rows (e.g. tool outputs), padded to a bucketed width."""
@@ -134,7 +142,7 @@ class Sampler:
         for row, chunk in chunks.items():
             ids[row, :len(chunk)] = chunk
             mask[row, :len(chunk)] = 1
-        return loop.append(self.graphdef, self.params, state, ids, mask)
+        return loop.append(self.config, self.weights, state, ids, mask)
 
     # ----------------------------------------------------------------- convenience
     def generate(self, prompts: Sequence[Sequence[int]], config: SamplingConfig = SamplingConfig(), *,

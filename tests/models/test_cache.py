@@ -21,7 +21,7 @@ def test_token_by_token_decode_equals_full_forward():
     pos = np.asarray(models.default_positions(mask))
     cache = models.init_cache(model.config, 3, 16)
     prefix = 5
-    logits, cache = models.forward_cached(model, ids[:, :prefix], cache, attention_mask=mask[:, :prefix],
+    logits, cache = models.jit_forward_cached(model, ids[:, :prefix], cache, attention_mask=mask[:, :prefix],
                                           positions=pos[:, :prefix])
     steps = [np.asarray(logits)]
     for t in range(prefix, 10):
@@ -55,7 +55,7 @@ def test_chunks_with_holes_equal_contiguous_sequence():
             ids[r, :len(part)] = part
             mask[r, :len(part)] = 1
             pos[r, :len(part)] = np.arange(done[r], done[r] + len(part))
-        logits, cache = models.forward_cached(model, ids, cache, attention_mask=mask, positions=pos)
+        logits, cache = models.jit_forward_cached(model, ids, cache, attention_mask=mask, positions=pos)
         for r, part in enumerate((part_a, part_b)):
             outs[r].append(np.asarray(logits)[r, :len(part)])
             done[r] += len(part)
@@ -68,10 +68,10 @@ def test_bfloat16_cache_decode_close_to_full_forward():
     ids = np.random.RandomState(2).randint(0, 61, (2, 6)).astype(np.int32)
     full = np.asarray(models.forward(model, ids))
     cache = models.init_cache(model.config, 2, 8)
-    assert cache.k.dtype == jax.numpy.bfloat16
+    assert cache.k[0].dtype == jax.numpy.bfloat16
     steps = []
     for t in range(6):
-        logits, cache = models.forward_cached(model, ids[:, t:t + 1], cache,
+        logits, cache = models.jit_forward_cached(model, ids[:, t:t + 1], cache,
                                               positions=np.full((2, 1), t, np.int32))
         steps.append(np.asarray(logits))
     np.testing.assert_allclose(np.concatenate(steps, 1), full, atol=0.05)

@@ -1,0 +1,211 @@
+"""Cached, incremental decoding: the KV cache and a forward pass laid out for small batches.
+
+Decoding reads every weight once per generated token, with only a handful of rows to multiply.
+Its weights are therefore prepared once into a *decode layout* (`DecodeWeights`): one buffer per
+layer (a decode step reads each in place; slicing stacked weights would copy them every step),
+projections fused (q|k|v, gate|up) and stored [out, in] so a small-batch matmul streams each
+weight row once (`linear`). A Sampler prepares them once per parameter update; `forward_cached`
+prepares them inside the call for one-off use. The math is the same as `Transformer`; the tests
+check cached decoding against the full forward pass.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import nnx, struct
+
+from jaxalign.models.config import ModelConfig
+from jaxalign.models.layers import apply_rope, attention, rms_norm, rope_inv_freq
+from jaxalign.models.transformer import Transformer, prepare_inputs
+from jaxalign.sharding import current as current_mesh
+
+SMALL_M = 16  # rows at or below which `linear` streams weights instead of calling GEMM
+
+
+@struct.dataclass
+class KVCache:
+    """Fixed-size key/value slots shared by all rows of a batch.
+
+    All rows write a chunk at the same slot `index`; rows differ only through `mask` (which slots
+    hold real tokens) and the explicit positions the caller passes. Holes (masked slots) are
+    therefore fine: a row can be paused while others decode, or receive a shorter tool output.
+    One buffer per layer: a decode step updates each in place and reads it as is.
+    """
+
+    k: tuple[jax.Array, ...]  # L x [B, K, S, H] (head-major: attention reads it without transposes)
+    v: tuple[jax.Array, ...]  # L x [B, K, S, H]
+    mask: jax.Array  # [B, S] bool: slot holds a real token
+    index: jax.Array  # [] int32: next slot to write
+
+    @property
+    def size(self) -> int:
+        """Number of slots S."""
+        return self.k[0].shape[2]
+
+
+def init_cache(config: ModelConfig, batch: int, size: int, dtype=None) -> KVCache:
+    """An empty cache of `size` slots per row (dtype defaults to the compute dtype)."""
+    dt = jnp.dtype(dtype or config.dtype)
+    shape = (batch, config.num_kv_heads, size, config.head_dim)
+    return KVCache(k=tuple(jnp.zeros(shape, dt) for _ in range(config.num_layers)),
+                   v=tuple(jnp.zeros(shape, dt) for _ in range(config.num_layers)),
+                   mask=jnp.zeros((batch, size), bool), index=jnp.zeros((), jnp.int32))
+
+
+@struct.dataclass
+class DecodeWeights:
+    """A model's weights in decode layout (a pytree; see the module docstring)."""
+
+    embed: jax.Array  # [V, D]
+    head: jax.Array  # [V, D] output head, [out, in] (the embedding itself when tied)
+    final_norm: jax.Array  # [D]
+    layers: tuple[dict, ...]  # per layer: see `prepare_decode_weights`
+
+
+def prepare_decode_weights(model: Transformer) -> DecodeWeights:
+    """Copies a Transformer's weights into decode layout (traceable; jit it)."""
+    c = model.config
+    d, n, k, h = c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim
+    blk = model.layers
+    get = lambda var, i: var.get_value()[i]  # noqa: E731
+    layers = []
+    for i in range(c.num_layers):
+        a, m = blk.attn, blk.mlp
+        qkv = jnp.concatenate([get(a.q_proj, i).reshape(d, n * h), get(a.k_proj, i).reshape(d, k * h),
+                               get(a.v_proj, i).reshape(d, k * h)], axis=1).T
+        layer = {
+            "input_norm": get(blk.input_norm.scale, i),
+            "post_attn_norm": get(blk.post_attn_norm.scale, i),
+            "qkv": qkv,  # [(N + 2K) * H, D]
+            "o": get(a.o_proj, i).reshape(n * h, d).T,  # [D, N * H]
+            "gate_up": jnp.concatenate([get(m.gate_proj, i), get(m.up_proj, i)], axis=1).T,  # [2F, D]
+            "down": get(m.down_proj, i).T,  # [D, F]
+        }
+        if c.qkv_bias:
+            layer["qkv_bias"] = jnp.concatenate([get(a.q_bias, i).reshape(-1), get(a.k_bias, i).reshape(-1),
+                                                 get(a.v_bias, i).reshape(-1)])
+        if c.o_bias:
+            layer["o_bias"] = get(a.o_bias, i)
+        if c.qk_norm:
+            layer["q_norm"], layer["k_norm"] = get(a.q_norm.scale, i), get(a.k_norm.scale, i)
+        if c.mlp_bias:
+            layer["gate_up_bias"] = jnp.concatenate([get(m.gate_bias, i), get(m.up_bias, i)])
+            layer["down_bias"] = get(m.down_bias, i)
+        layers.append(layer)
+    embed = model.embed.get_value()
+    head = embed if c.tie_embeddings else model.lm_head.get_value().T
+    return DecodeWeights(embed=embed, head=head, final_norm=model.final_norm.scale.get_value(),
+                         layers=tuple(layers))
+
+
+def linear(x_MK: jax.Array, w_NK: jax.Array, out_dtype=None) -> jax.Array:
+    """x @ w.T for a weight stored [out, in].
+
+    With few rows (decoding) a GEMM library call packs the whole weight before using it, which
+    triples the memory traffic of a step that is bound by reading weights; a fused
+    multiply-reduce instead streams each weight row once and reuses it for every row of x.
+    """
+    m = x_MK.shape[0]
+    if m <= SMALL_M and jax.default_backend() == "cpu":
+        prod = w_NK[:, None, :].astype(jnp.float32) * x_MK[None, :, :].astype(jnp.float32)
+        return jnp.sum(prod, axis=-1).T.astype(out_dtype or x_MK.dtype)
+    return jnp.einsum("mk,nk->mn", x_MK, w_NK, preferred_element_type=out_dtype or x_MK.dtype)
+
+
+def _cached_attention(q_BTNH, k_BKSH, v_BKSH, mask_BTS):
+    """Attention of a chunk over the cache; long chunks on one CPU go row by row (cache-friendly)."""
+    b, t = q_BTNH.shape[:2]
+    if t > 1 and b > 1 and jax.default_backend() == "cpu" and current_mesh() is None:
+        return jax.lax.map(lambda a: attention(*(x[None] for x in a))[0], (q_BTNH, k_BKSH, v_BKSH, mask_BTS))
+    return attention(q_BTNH, k_BKSH, v_BKSH, mask_BTS)
+
+
+def _layer(c: ModelConfig, w: dict, x_BTD, positions_BT, mask_BTS, k_cache, v_cache, write_index):
+    b, t, d = x_BTD.shape
+    n, kh, h = c.num_heads, c.num_kv_heads, c.head_dim
+    cd = x_BTD.dtype
+    y = rms_norm(x_BTD, w["input_norm"], c.rms_norm_eps).reshape(b * t, d)
+    qkv = linear(y, w["qkv"].astype(cd))
+    if c.qkv_bias:
+        qkv = qkv + w["qkv_bias"].astype(cd)
+    q = qkv[:, :n * h].reshape(b, t, n, h)
+    k = qkv[:, n * h:(n + kh) * h].reshape(b, t, kh, h)
+    v = qkv[:, (n + kh) * h:].reshape(b, t, kh, h)
+    if c.qk_norm:
+        q, k = rms_norm(q, w["q_norm"], c.rms_norm_eps), rms_norm(k, w["k_norm"], c.rms_norm_eps)
+    inv_freq = rope_inv_freq(c)
+    q = apply_rope(q, positions_BT, inv_freq)
+    k = apply_rope(k, positions_BT, inv_freq).transpose(0, 2, 1, 3)
+    v = v.transpose(0, 2, 1, 3)
+    k_cache = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, 0, write_index, 0))
+    v_cache = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, 0, write_index, 0))
+    out = _cached_attention(q, k_cache.astype(cd), v_cache.astype(cd), mask_BTS)
+    out = linear(out.reshape(b * t, n * h), w["o"].astype(cd))
+    if c.o_bias:
+        out = out + w["o_bias"].astype(cd)
+    x = x_BTD + out.reshape(b, t, d)
+    y = rms_norm(x, w["post_attn_norm"], c.rms_norm_eps).reshape(b * t, d)
+    gate_up = linear(y, w["gate_up"].astype(cd))
+    if c.mlp_bias:
+        gate_up = gate_up + w["gate_up_bias"].astype(cd)
+    f = c.intermediate_size
+    hidden = jax.nn.silu(gate_up[:, :f]) * gate_up[:, f:]
+    out = linear(hidden, w["down"].astype(cd))
+    if c.mlp_bias:
+        out = out + w["down_bias"].astype(cd)
+    return x + out.reshape(b, t, d), k_cache, v_cache
+
+
+def decode_forward(config: ModelConfig, weights: DecodeWeights, input_ids_BC, cache: KVCache, *,
+                   attention_mask_BC, positions_BC) -> tuple[jax.Array, KVCache]:
+    """Writes a chunk [B, C] into the cache at `cache.index`; returns (logits [B, C, V] f32, cache).
+
+    The chunk attends to every earlier real slot of its row and causally within itself.
+    """
+    c = config
+    cd = jnp.dtype(c.dtype)
+    b, t = input_ids_BC.shape
+    write_index = cache.index
+    valid = attention_mask_BC.astype(bool)
+    new_mask = jax.lax.dynamic_update_slice(cache.mask, valid, (0, write_index))
+    slots = jnp.arange(cache.size)
+    causal = slots[None, :] <= (write_index + jnp.arange(t))[:, None]
+    mask = causal[None] & new_mask[:, None, :]
+    x = jnp.take(weights.embed, input_ids_BC, axis=0).astype(cd)
+    ks, vs = [], []
+    for i, w in enumerate(weights.layers):
+        x, k, v = _layer(c, w, x, positions_BC, mask, cache.k[i], cache.v[i], write_index)
+        ks.append(k)
+        vs.append(v)
+    h = rms_norm(x, weights.final_norm, c.rms_norm_eps).reshape(b * t, -1)
+    logits = linear(h, weights.head.astype(cd), out_dtype=jnp.float32).reshape(b, t, -1)
+    return logits, KVCache(k=tuple(ks), v=tuple(vs), mask=new_mask, index=write_index + t)
+
+
+def forward_cached(model: Transformer, input_ids, cache: KVCache, *, attention_mask=None,
+                   positions=None) -> tuple[jax.Array, KVCache]:
+    """Appends a chunk of tokens [B, C] to `cache`; returns (logits [B, C, V], new cache).
+
+    Positions must be given explicitly when continuing a cache (default: 0..C-1 counting real
+    tokens, right for a prefill into an empty cache). Prepares the decode layout on every call;
+    loops should call `prepare_decode_weights` once and use `decode_forward`.
+    """
+    ids, mask, pos = prepare_inputs(input_ids, attention_mask, positions)
+    return decode_forward(model.config, prepare_decode_weights(model), ids, cache,
+                          attention_mask_BC=mask, positions_BC=pos)
+
+
+def jit_forward_cached(model: Transformer, input_ids, cache: KVCache, *, attention_mask=None,
+                       positions=None) -> tuple[jax.Array, KVCache]:
+    """`forward_cached` compiled once per (model structure, shapes)."""
+    graphdef, state = nnx.split(model)
+    ids, mask, pos = prepare_inputs(input_ids, attention_mask, positions)
+    return _jit_cached(graphdef, state, ids, mask, pos, cache)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _jit_cached(graphdef, state, ids, mask, pos, cache):
+    return forward_cached(nnx.merge(graphdef, state), ids, cache, attention_mask=mask, positions=pos)
