@@ -35,7 +35,7 @@ class KVCache:
     One buffer per layer: a decode step updates each in place and reads it as is.
     """
 
-    k: tuple[jax.Array, ...]  # L x [B, K, S, H] (head-major: attention reads it without transposes)
+    k: tuple[jax.Array, ...]  # L x [B, K, H, S]: q.k is then a plain matmul, no transposes
     v: tuple[jax.Array, ...]  # L x [B, K, S, H]
     mask: jax.Array  # [B, S] bool: slot holds a real token
     index: jax.Array  # [] int32: next slot to write
@@ -43,15 +43,16 @@ class KVCache:
     @property
     def size(self) -> int:
         """Number of slots S."""
-        return self.k[0].shape[2]
+        return self.v[0].shape[2]
 
 
 def init_cache(config: ModelConfig, batch: int, size: int, dtype=None) -> KVCache:
     """An empty cache of `size` slots per row (dtype defaults to the compute dtype)."""
     dt = jnp.dtype(dtype or config.dtype)
-    shape = (batch, config.num_kv_heads, size, config.head_dim)
-    return KVCache(k=tuple(jnp.zeros(shape, dt) for _ in range(config.num_layers)),
-                   v=tuple(jnp.zeros(shape, dt) for _ in range(config.num_layers)),
+    k_shape = (batch, config.num_kv_heads, config.head_dim, size)
+    v_shape = (batch, config.num_kv_heads, size, config.head_dim)
+    return KVCache(k=tuple(jnp.zeros(k_shape, dt) for _ in range(config.num_layers)),
+                   v=tuple(jnp.zeros(v_shape, dt) for _ in range(config.num_layers)),
                    mask=jnp.zeros((batch, size), bool), index=jnp.zeros((), jnp.int32))
 
 
@@ -110,17 +111,21 @@ def linear(x_MK: jax.Array, w_NK: jax.Array, out_dtype=None) -> jax.Array:
     """
     m = x_MK.shape[0]
     if m <= SMALL_M and jax.default_backend() == "cpu":
+        # The barrier keeps XLA from fusing x's producer (silu, the attention output) into the
+        # reduction, where it would be recomputed once per weight row.
+        x_MK = jax.lax.optimization_barrier(x_MK)
         prod = w_NK[:, None, :].astype(jnp.float32) * x_MK[None, :, :].astype(jnp.float32)
         return jnp.sum(prod, axis=-1).T.astype(out_dtype or x_MK.dtype)
     return jnp.einsum("mk,nk->mn", x_MK, w_NK, preferred_element_type=out_dtype or x_MK.dtype)
 
 
-def _cached_attention(q_BTNH, k_BKSH, v_BKSH, mask_BTS):
+def _cached_attention(q_BTNH, k_BKHS, v_BKSH, mask_BTS):
     """Attention of a chunk over the cache; long chunks on one CPU go row by row (cache-friendly)."""
     b, t = q_BTNH.shape[:2]
     if t > 1 and b > 1 and jax.default_backend() == "cpu" and current_mesh() is None:
-        return jax.lax.map(lambda a: attention(*(x[None] for x in a))[0], (q_BTNH, k_BKSH, v_BKSH, mask_BTS))
-    return attention(q_BTNH, k_BKSH, v_BKSH, mask_BTS)
+        return jax.lax.map(lambda a: attention(*(x[None] for x in a), keys_transposed=True)[0],
+                           (q_BTNH, k_BKHS, v_BKSH, mask_BTS))
+    return attention(q_BTNH, k_BKHS, v_BKSH, mask_BTS, keys_transposed=True)
 
 
 def _layer(c: ModelConfig, w: dict, x_BTD, positions_BT, mask_BTS, k_cache, v_cache, write_index):
@@ -138,9 +143,9 @@ def _layer(c: ModelConfig, w: dict, x_BTD, positions_BT, mask_BTS, k_cache, v_ca
         q, k = rms_norm(q, w["q_norm"], c.rms_norm_eps), rms_norm(k, w["k_norm"], c.rms_norm_eps)
     inv_freq = rope_inv_freq(c)
     q = apply_rope(q, positions_BT, inv_freq)
-    k = apply_rope(k, positions_BT, inv_freq).transpose(0, 2, 1, 3)
+    k = apply_rope(k, positions_BT, inv_freq).transpose(0, 2, 3, 1)  # [B, K, H, T]
     v = v.transpose(0, 2, 1, 3)
-    k_cache = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, 0, write_index, 0))
+    k_cache = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, 0, 0, write_index))
     v_cache = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, 0, write_index, 0))
     out = _cached_attention(q, k_cache.astype(cd), v_cache.astype(cd), mask_BTS)
     out = linear(out.reshape(b * t, n * h), w["o"].astype(cd))

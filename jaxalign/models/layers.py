@@ -87,18 +87,21 @@ def apply_rope(x_BTNH: jax.Array, positions_BT: jax.Array, inv_freq: np.ndarray)
     return out.astype(x_BTNH.dtype)
 
 
-def attention(q_BTNH: jax.Array, k_BKSH: jax.Array, v_BKSH: jax.Array, mask_BTS: jax.Array) -> jax.Array:
+def attention(q_BTNH: jax.Array, k_BKSH: jax.Array, v_BKSH: jax.Array, mask_BTS: jax.Array, *,
+              keys_transposed: bool = False) -> jax.Array:
     """Grouped-query softmax attention; `mask_BTS` is True where query t may attend slot s.
 
-    Keys and values come head-major ([B, K, S, H], the KV-cache layout). Scores are laid out
-    [B, K, T*G, S] so each kv head's queries (all G of its query heads) form one plain matmul
-    against its keys, with no transposes of the (possibly long) key/value buffers.
+    Keys and values come head-major ([B, K, S, H]; keys as [B, K, H, S] when `keys_transposed`,
+    the KV-cache layout, which makes q.k a plain [T*G, H] x [H, S] matmul). Scores are laid out
+    [B, K, T*G, S] so each kv head's queries (all G of its query heads) form one matmul against
+    its keys, with no transposes of the (possibly long) key/value buffers.
     """
     b, t, n, h = q_BTNH.shape
     k = k_BKSH.shape[1]
     g = n // k
     q = (q_BTNH * (1.0 / math.sqrt(h))).reshape(b, t, k, g, h).transpose(0, 2, 1, 3, 4).reshape(b, k, t * g, h)
-    scores = jnp.einsum("bkmh,bksh->bkms", q, k_BKSH, preferred_element_type=jnp.float32)
+    spec = "bkmh,bkhs->bkms" if keys_transposed else "bkmh,bksh->bkms"
+    scores = jnp.einsum(spec, q, k_BKSH, preferred_element_type=jnp.float32)
     mask = jnp.repeat(mask_BTS, g, axis=1)[:, None]  # rows ordered (t, g) like the queries
     probs = jax.nn.softmax(jnp.where(mask, scores, MASK_VALUE), axis=-1).astype(v_BKSH.dtype)
     out = jnp.einsum("bkms,bksh->bkmh", probs, v_BKSH)

@@ -1,0 +1,226 @@
+"""The user-code process inside the sandbox: confinement, then a notebook-style cell runner.
+
+Stdlib only, imported by ``worker.py`` inside the sandbox. ``child_main`` runs in a process freshly
+forked from the worker server. It confines itself (new session, rlimits, unprivileged uid, no new
+privileges, a seccomp filter), then runs one cell (stateless call) or a loop of cells (session), and
+reports each outcome as a framed message on its result pipe. Output goes to fd-level pipes read by
+the server, so ``sys.stdout.buffer``, ``os.write(1, ...)`` and subprocesses are all captured.
+"""
+
+from __future__ import annotations
+
+import ast
+import ctypes
+import linecache
+import os
+import platform
+import resource
+import signal
+import struct
+import sys
+import traceback
+from typing import Any
+
+import protocol
+
+_libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP = 1, 4, 38, 22
+RESULT_FD, REQUEST_FD = 3, 4
+CELL = "<cell>"
+
+
+def prctl(option: int, arg: int = 0, arg3: Any = 0) -> None:
+    """Call prctl(2), raising OSError on failure."""
+    if _libc.prctl(option, arg, arg3, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl({option}): {os.strerror(err)}")
+
+
+# --- seccomp -----------------------------------------------------------------------------------
+# Defence in depth on top of namespaces: even in the rlimit-only backend this blocks every socket
+# family except AF_UNIX (so no network), ptrace/process_vm_* (no reading other processes), and
+# namespace/mount/keyring/bpf/io_uring syscalls (kernel attack surface that math code never needs).
+_ARCHES = {  # machine -> (AUDIT_ARCH, socket, clone, clone3, blocked syscall numbers)
+    "x86_64": (0xC000003E, 41, 56, 435, (101, 310, 311, 250, 248, 249, 321, 298, 323, 272, 308, 165, 166, 155, 425,
+                                         426, 427)),
+    "aarch64": (0xC00000B7, 198, 220, 435, (117, 270, 271, 219, 217, 218, 280, 241, 282, 97, 268, 40, 39, 41, 425,
+                                            426, 427)),
+}
+_ALLOW, _ERRNO, _CLONE_NS_FLAGS = 0x7FFF0000, 0x00050000, 0x7E020000
+
+
+def _seccomp_program(machine: str) -> list[tuple[int, int, int, int]] | None:
+    if machine not in _ARCHES:
+        return None
+    arch, nr_socket, nr_clone, nr_clone3, blocked = _ARCHES[machine]
+    ld, jeq, jge, jset, ret = 0x20, 0x15, 0x35, 0x45, 0x06
+    deny = (ret, 0, 0, _ERRNO | 1)  # EPERM
+    prog = [(ld, 0, 0, 4), (jeq, 1, 0, arch), deny, (ld, 0, 0, 0)]
+    if machine == "x86_64":
+        prog += [(jge, 0, 1, 0x40000000), deny]  # x32 ABI syscalls would bypass the numbers below
+    prog += [(jeq, 0, 1, nr_clone3), (ret, 0, 0, _ERRNO | 38)]  # ENOSYS: glibc falls back to clone()
+    for nr in blocked:
+        prog += [(jeq, 0, 1, nr), deny]
+    prog += [(jeq, 0, 3, nr_clone), (ld, 0, 0, 16), (jset, 0, 1, _CLONE_NS_FLAGS), deny]
+    prog += [(ld, 0, 0, 0), (jeq, 1, 0, nr_socket), (ret, 0, 0, _ALLOW)]
+    prog += [(ld, 0, 0, 16), (jeq, 1, 0, 1), (ret, 0, 0, _ERRNO | 13), (ret, 0, 0, _ALLOW)]  # AF_UNIX only
+    return prog
+
+
+def install_seccomp() -> bool:
+    """Install the filter (requires no_new_privs); False on an architecture without a table."""
+    prog = _seccomp_program(platform.machine())
+    if prog is None:
+        return False
+    raw = b"".join(struct.pack("HBBI", *ins) for ins in prog)
+    buf = ctypes.create_string_buffer(raw, len(raw))
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    fprog = SockFprog(len(prog), ctypes.addressof(buf))
+    prctl(PR_SET_SECCOMP, 2, ctypes.byref(fprog))
+    return True
+
+
+# --- confinement -------------------------------------------------------------------------------
+def _set_limit(which: int, soft: int, hard: int | None = None) -> None:
+    resource.setrlimit(which, (soft, soft if hard is None else hard))
+
+
+def confine(cfg: dict[str, Any], workdir: str, session: bool) -> None:
+    """Apply every per-process restriction; raises if one that must hold cannot be applied."""
+    mb = 1 << 20
+    cpu = int(cfg["timeout_s"]) + 2
+    _set_limit(resource.RLIMIT_AS, cfg["memory_mb"] * mb)
+    _set_limit(resource.RLIMIT_FSIZE, cfg["disk_mb"] * mb)
+    _set_limit(resource.RLIMIT_NOFILE, cfg["max_open_files"])
+    _set_limit(resource.RLIMIT_CORE, 0)
+    # CPU time is per process and cumulative, so a session gets a per-cell soft limit (see
+    # run_cell) under an open hard limit; the wall-clock kill by the server is the real bound.
+    _set_limit(resource.RLIMIT_CPU, cpu, resource.RLIM_INFINITY if session else cpu + 1)
+    uid = cfg["uid"]
+    if uid is not None and os.getuid() == 0:
+        # RLIMIT_NPROC is ignored for root, so it only binds after the switch; a uid unique to this
+        # worker makes it a per-sandbox cap instead of one shared by every sandbox.
+        _set_limit(resource.RLIMIT_NPROC, cfg["max_procs"])
+        os.chown(workdir, uid, uid)
+        os.setgroups([])
+        os.setresgid(uid, uid, uid)
+        os.setresuid(uid, uid, uid)
+        if os.getresuid() != (uid, uid, uid) or os.getresgid() != (uid, uid, uid):
+            raise RuntimeError("privilege drop failed")
+        prctl(PR_SET_DUMPABLE, 1)  # after setuid the kernel hides /proc/self from the process itself
+    elif cfg["max_procs"]:
+        _set_limit(resource.RLIMIT_NPROC, cfg["max_procs"])
+    prctl(PR_SET_NO_NEW_PRIVS, 1)  # setuid binaries (sudo, su) can never raise privileges again
+    if cfg["seccomp"]:
+        install_seccomp()
+
+
+def _setup_process(workdir: str, out_fd: int, err_fd: int, res_fd: int, req_fd: int | None) -> None:
+    os.setsid()  # own process group, detached from the server's
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # never outlive the server that reports on us
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)  # stdin is empty: input() raises EOFError instead of hanging
+    os.dup2(out_fd, 1)
+    os.dup2(err_fd, 2)
+    os.dup2(res_fd, RESULT_FD)
+    if req_fd is not None:
+        os.dup2(req_fd, REQUEST_FD)
+    os.closerange(REQUEST_FD + 1 if req_fd is not None else RESULT_FD + 1, 1 << 20)
+    os.chdir(workdir)
+
+
+def _reset_interpreter(workdir: str, env: dict[str, str], tools_dir: str) -> None:
+    os.environ.clear()
+    os.environ.update(env, HOME=workdir, TMPDIR=workdir, MPLCONFIGDIR=workdir, XDG_CACHE_HOME=workdir)
+    sys.stdin = sys.__stdin__ = open(0, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
+    sys.stdout = sys.__stdout__ = open(1, "w", encoding="utf-8", errors="backslashreplace", buffering=1,  # noqa: SIM115
+                                       closefd=False)
+    sys.stderr = sys.__stderr__ = open(2, "w", encoding="utf-8", errors="backslashreplace", buffering=1,  # noqa: SIM115
+                                       closefd=False)
+    sys.argv = [""]
+    sys.path[:] = [""] + [p for p in sys.path if p and p != tools_dir]
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+# --- cells -------------------------------------------------------------------------------------
+def _user_traceback(exc: BaseException) -> str:
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename != CELL:
+        tb = tb.tb_next  # hide the runner's own frames: the model should see only its code
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def run_cell(code: str, namespace: dict[str, Any], timeout_s: float | None = None) -> dict[str, Any]:
+    """Run one cell in ``namespace``; a bare final expression is printed (repr, unless None)."""
+    if timeout_s is not None:
+        used = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
+        soft = int(used + timeout_s) + 2
+        hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
+        resource.setrlimit(resource.RLIMIT_CPU, (soft if hard == resource.RLIM_INFINITY else min(soft, hard), hard))
+    linecache.cache[CELL] = (len(code), None, code.splitlines(True), CELL)
+    outcome: dict[str, Any] = {"ok": True, "error": None, "kind": "ok"}
+    try:
+        tree = ast.parse(code, CELL, "exec")
+        last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+        exec(compile(tree, CELL, "exec"), namespace)  # noqa: S102  (inside the sandbox, never the trainer)
+        if last is not None:
+            value = eval(compile(ast.Expression(last.value), CELL, "eval"), namespace)  # noqa: S307
+            if value is not None:
+                print(repr(value))
+    except SystemExit as e:
+        if e.code not in (None, 0):
+            outcome = {"ok": False, "error": f"SystemExit: {e.code}"[:300], "kind": "exception"}
+    except BaseException as e:  # noqa: BLE001  (report everything the cell raised, like a notebook)
+        try:
+            sys.stderr.write(_user_traceback(e))
+            line = traceback.format_exception_only(type(e), e)[-1].strip()
+        except BaseException:  # noqa: BLE001  (formatting can fail under a memory limit)
+            line = type(e).__name__
+        kind = "memory" if isinstance(e, MemoryError) else "exception"
+        outcome = {"ok": False, "error": line[:300], "kind": kind}
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:  # noqa: BLE001, S110  (a closed or broken stream must not hide the result)
+            pass
+    return outcome
+
+
+def child_main(cfg: dict[str, Any], workdir: str, fds: tuple[int, int, int, int | None], code: str | None) -> None:
+    """Entry point of a forked user-code process; never returns.
+
+    With ``code`` the process runs that one cell (stateless call); otherwise it serves cells read
+    from its request pipe, keeping one namespace (session).
+    """
+    status = 70
+    try:
+        _setup_process(workdir, *fds)
+        confine(cfg, workdir, session=code is None)
+        _reset_interpreter(workdir, cfg["env"], cfg["tools_dir"])
+        owner = os.getpid()
+        namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
+        while True:
+            if code is None:
+                request = protocol.read_message(REQUEST_FD)
+                if request is None:
+                    status = 0
+                    break
+                outcome = run_cell(request["code"], namespace, request["timeout_s"])
+            else:
+                outcome = run_cell(code, namespace)
+            if os.getpid() != owner:  # a process forked by the cell: finish like `python -c` would
+                status = 0 if outcome["ok"] else 1
+                break
+            protocol.write_message(RESULT_FD, outcome)
+            if code is not None:
+                status = 0
+                break
+    except BaseException as e:  # noqa: BLE001  (confinement failed: report, never run the code)
+        try:
+            protocol.write_message(RESULT_FD, {"ok": False, "kind": "setup", "error": f"{type(e).__name__}: {e}"})
+        except BaseException:  # noqa: BLE001, S110
+            pass
+    os._exit(status)
