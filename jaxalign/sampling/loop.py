@@ -147,3 +147,41 @@ def decode(config: ModelConfig, weights: DecodeWeights, state: DecodeState, stop
 
     state, _ = jax.lax.while_loop(cond, body, (state, jnp.zeros((), jnp.int32)))
     return state
+
+
+@functools.partial(jax.jit, donate_argnames=("state",))
+def stop_rows(state: DecodeState, rows_B) -> DecodeState:
+    """Deactivates `rows` (the host found a tool call in their text) with reason STOP_SEQUENCE."""
+    rows = rows_B.astype(bool) & state.active
+    return state.replace(active=state.active & ~rows,
+                         stop_reason=jnp.where(rows, STOP_SEQUENCE, state.stop_reason))
+
+
+@functools.partial(jax.jit, donate_argnames=("state",))
+def rollback(state: DecodeState, drop_B) -> DecodeState:
+    """Forgets each row's last `drop[b]` tokens: their cache slots become holes.
+
+    Used when a row generated past the end of a tool call before the host noticed. The row's
+    next-token logits are stale afterwards, so it must receive an `append` before decoding.
+    """
+    mask = state.cache.mask
+    at_or_after = jnp.cumsum(mask[:, ::-1], axis=1, dtype=jnp.int32)[:, ::-1]
+    keep = mask & (at_or_after > drop_B[:, None])
+    return state.replace(cache=state.cache.replace(mask=keep), next_pos=state.next_pos - drop_B)
+
+
+@functools.partial(jax.jit, donate_argnames=("state",))
+def compact(state: DecodeState) -> DecodeState:
+    """Moves every row's real cache slots to the front (order kept) and rewinds the write index.
+
+    Rows of a batch write slots in lockstep, so pauses, rollbacks and padded appends leave holes;
+    positions are explicit (rotary is applied before caching), so packing the real slots changes
+    nothing for attention and frees the holes for reuse.
+    """
+    cache = state.cache
+    order = jnp.argsort(~cache.mask, axis=1, stable=True)  # [B, S]: real slots first
+    k = tuple(jnp.take_along_axis(x, order[:, None, None, :], axis=3) for x in cache.k)
+    v = tuple(jnp.take_along_axis(x, order[:, None, :, None], axis=2) for x in cache.v)
+    mask = jnp.take_along_axis(cache.mask, order, axis=1)
+    index = jnp.max(jnp.sum(cache.mask, axis=1, dtype=jnp.int32))
+    return state.replace(cache=KVCache(k=k, v=v, mask=mask, index=index))

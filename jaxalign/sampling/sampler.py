@@ -16,7 +16,6 @@ from jaxalign.models.transformer import Transformer
 from jaxalign.sampling import loop
 from jaxalign.sampling.functional import SamplingConfig
 
-STOP_IDS_WIDTH = 8  # stop-token ids padded to this many (one compiled shape)
 NEVER = -2  # a token id no row ever produces: pads stop-sequence tables
 
 
@@ -46,7 +45,7 @@ class Completion:
 class StopTable:
     """Device arrays describing stop tokens and stop sequences, padded to fixed shapes."""
 
-    ids: jax.Array  # [STOP_IDS_WIDTH]
+    ids: jax.Array  # [I] stop token ids, -2 padded to a power of two
     seqs: jax.Array  # [S, W]
     lens: jax.Array  # [S]
 
@@ -58,8 +57,7 @@ class StopTable:
     def build(cls, stop_token_ids: Sequence[int] = (), stop_sequences: Sequence[Sequence[int]] = (),
               window: int | None = None) -> StopTable:
         ids = list(dict.fromkeys(int(t) for t in stop_token_ids))
-        if len(ids) > STOP_IDS_WIDTH:
-            raise ValueError(f"at most {STOP_IDS_WIDTH} stop token ids, got {len(ids)}")
+        width = max(8, 1 << max(len(ids) - 1, 0).bit_length())  # bucketed: few compiled shapes
         seqs = [list(map(int, s)) for s in stop_sequences if len(s)]
         longest = max((len(s) for s in seqs), default=1)
         w = window or max(8, 1 << (longest - 1).bit_length())
@@ -71,7 +69,7 @@ class StopTable:
         for i, s in enumerate(seqs):
             table[i, w - len(s):] = s
             lens[i] = len(s)
-        return cls(jnp.asarray(ids + [NEVER] * (STOP_IDS_WIDTH - len(ids)), jnp.int32),
+        return cls(jnp.asarray(ids + [NEVER] * (width - len(ids)), jnp.int32),
                    jnp.asarray(table), jnp.asarray(lens))
 
 
