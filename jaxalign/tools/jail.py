@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import ctypes
+import fcntl
 import linecache
 import os
 import platform
@@ -27,6 +28,8 @@ _libc = ctypes.CDLL(None, use_errno=True)
 PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP = 1, 4, 38, 22
 RESULT_FD, REQUEST_FD = 3, 4
 CELL = "<cell>"
+_KEEP_ALIVE: list[Any] = []
+_HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def prctl(option: int, arg: int = 0, arg3: Any = 0) -> None:
@@ -67,19 +70,29 @@ def _seccomp_program(machine: str) -> list[tuple[int, int, int, int]] | None:
     return prog
 
 
-def install_seccomp() -> bool:
-    """Install the filter (requires no_new_privs); False on an architecture without a table."""
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def _compile_seccomp() -> tuple[Any, Any] | None:
     prog = _seccomp_program(platform.machine())
     if prog is None:
-        return False
+        return None
     raw = b"".join(struct.pack("HBBI", *ins) for ins in prog)
     buf = ctypes.create_string_buffer(raw, len(raw))
+    return buf, _SockFprog(len(prog), ctypes.addressof(buf))
 
-    class SockFprog(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
-    fprog = SockFprog(len(prog), ctypes.addressof(buf))
-    prctl(PR_SET_SECCOMP, 2, ctypes.byref(fprog))
+# Built once in the server at import: forked children inherit it, and building it per call (uname,
+# ctypes classes) would cost milliseconds of copy-on-write faults in every child.
+_SECCOMP = _compile_seccomp()
+
+
+def install_seccomp() -> bool:
+    """Install the filter (requires no_new_privs); False on an architecture without a table."""
+    if _SECCOMP is None:
+        return False
+    prctl(PR_SET_SECCOMP, 2, ctypes.byref(_SECCOMP[1]))
     return True
 
 
@@ -88,7 +101,7 @@ def _set_limit(which: int, soft: int, hard: int | None = None) -> None:
     resource.setrlimit(which, (soft, soft if hard is None else hard))
 
 
-def confine(cfg: dict[str, Any], workdir: str, session: bool) -> None:
+def confine(cfg: dict[str, Any], workdir: str) -> None:
     """Apply every per-process restriction; raises if one that must hold cannot be applied."""
     mb = 1 << 20
     cpu = int(cfg["timeout_s"]) + 2
@@ -96,9 +109,9 @@ def confine(cfg: dict[str, Any], workdir: str, session: bool) -> None:
     _set_limit(resource.RLIMIT_FSIZE, cfg["disk_mb"] * mb)
     _set_limit(resource.RLIMIT_NOFILE, cfg["max_open_files"])
     _set_limit(resource.RLIMIT_CORE, 0)
-    # CPU time is per process and cumulative, so a session gets a per-cell soft limit (see
-    # run_cell) under an open hard limit; the wall-clock kill by the server is the real bound.
-    _set_limit(resource.RLIMIT_CPU, cpu, resource.RLIM_INFINITY if session else cpu + 1)
+    # CPU time is per process and cumulative, so each cell gets its own soft limit (see run_cell)
+    # under an open hard limit; the wall-clock kill by the server is the real bound.
+    _set_limit(resource.RLIMIT_CPU, cpu, resource.RLIM_INFINITY)
     uid = cfg["uid"]
     if uid is not None and os.getuid() == 0:
         # RLIMIT_NPROC is ignored for root, so it only binds after the switch; a uid unique to this
@@ -118,30 +131,31 @@ def confine(cfg: dict[str, Any], workdir: str, session: bool) -> None:
         install_seccomp()
 
 
-def _setup_process(workdir: str, out_fd: int, err_fd: int, res_fd: int, req_fd: int | None) -> None:
+def _setup_process(workdir: str, out_fd: int, err_fd: int, res_fd: int, req_fd: int) -> None:
     os.setsid()  # own process group, detached from the server's
     prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # never outlive the server that reports on us
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)  # stdin is empty: input() raises EOFError instead of hanging
-    os.dup2(out_fd, 1)
-    os.dup2(err_fd, 2)
-    os.dup2(res_fd, RESULT_FD)
-    if req_fd is not None:
-        os.dup2(req_fd, REQUEST_FD)
-    os.closerange(REQUEST_FD + 1 if req_fd is not None else RESULT_FD + 1, 1 << 20)
+    # Move the sources above the targets first, so that no dup2 below clobbers a source.
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 16) for fd in (out_fd, err_fd, res_fd, req_fd)]
+    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)  # stdin is empty: input() raises EOFError, never hangs
+    for fd, target in zip(high, (1, 2, RESULT_FD, REQUEST_FD)):
+        os.dup2(fd, target)
+    os.closerange(REQUEST_FD + 1, 1 << 20)
     os.chdir(workdir)
 
 
-def _reset_interpreter(workdir: str, env: dict[str, str], tools_dir: str) -> None:
+def _reset_interpreter(workdir: str, env: dict[str, str]) -> None:
     os.environ.clear()
     os.environ.update(env, HOME=workdir, TMPDIR=workdir, MPLCONFIGDIR=workdir, XDG_CACHE_HOME=workdir)
-    sys.stdin = sys.__stdin__ = open(0, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
-    sys.stdout = sys.__stdout__ = open(1, "w", encoding="utf-8", errors="backslashreplace", buffering=1,  # noqa: SIM115
+    # The server's stream objects own fds 0-2; if they were garbage-collected they would close the
+    # pipes that now sit on those fds, so keep them alive (the process ends with os._exit).
+    _KEEP_ALIVE.extend([sys.stdin, sys.stdout, sys.stderr, sys.__stdin__, sys.__stdout__, sys.__stderr__])
+    sys.stdin = sys.__stdin__ = open(0, encoding="utf-8", errors="replace", closefd=False)
+    sys.stdout = sys.__stdout__ = open(1, "w", encoding="utf-8", errors="backslashreplace", buffering=1,
                                        closefd=False)
-    sys.stderr = sys.__stderr__ = open(2, "w", encoding="utf-8", errors="backslashreplace", buffering=1,  # noqa: SIM115
+    sys.stderr = sys.__stderr__ = open(2, "w", encoding="utf-8", errors="backslashreplace", buffering=1,
                                        closefd=False)
     sys.argv = [""]
-    sys.path[:] = [""] + [p for p in sys.path if p and p != tools_dir]
+    sys.path[:] = [""] + [p for p in sys.path if p and p != _HERE]  # as for `python -c`
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
@@ -153,74 +167,79 @@ def _user_traceback(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
-def run_cell(code: str, namespace: dict[str, Any], timeout_s: float | None = None) -> dict[str, Any]:
+def _error_line(exc: BaseException) -> str:
+    """One line, e.g. "ZeroDivisionError: division by zero" (first line of a multi-line message)."""
+    head, _, message = traceback.format_exception_only(type(exc), exc)[-1].strip().partition(":")
+    message = next((ln.strip() for ln in message.splitlines() if ln.strip()), "")
+    return f"{head}: {message}" if message else head
+
+
+def run_cell(code: str, namespace: dict[str, Any], timeout_s: float) -> dict[str, Any]:
     """Run one cell in ``namespace``; a bare final expression is printed (repr, unless None)."""
-    if timeout_s is not None:
-        used = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
-        soft = int(used + timeout_s) + 2
-        hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
-        resource.setrlimit(resource.RLIMIT_CPU, (soft if hard == resource.RLIM_INFINITY else min(soft, hard), hard))
+    used = sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
+    hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
+    soft = int(used + timeout_s) + 2
+    resource.setrlimit(resource.RLIMIT_CPU, (soft if hard == resource.RLIM_INFINITY else min(soft, hard), hard))
     linecache.cache[CELL] = (len(code), None, code.splitlines(True), CELL)
     outcome: dict[str, Any] = {"ok": True, "error": None, "kind": "ok"}
     try:
         tree = ast.parse(code, CELL, "exec")
         last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
-        exec(compile(tree, CELL, "exec"), namespace)  # noqa: S102  (inside the sandbox, never the trainer)
+        exec(compile(tree, CELL, "exec"), namespace)  # inside the sandbox, never the trainer
         if last is not None:
-            value = eval(compile(ast.Expression(last.value), CELL, "eval"), namespace)  # noqa: S307
+            value = eval(compile(ast.Expression(last.value), CELL, "eval"), namespace)
             if value is not None:
                 print(repr(value))
     except SystemExit as e:
         if e.code not in (None, 0):
             outcome = {"ok": False, "error": f"SystemExit: {e.code}"[:300], "kind": "exception"}
-    except BaseException as e:  # noqa: BLE001  (report everything the cell raised, like a notebook)
+    except BaseException as e:  # report everything the cell raised, like a notebook
         try:
             sys.stderr.write(_user_traceback(e))
-            line = traceback.format_exception_only(type(e), e)[-1].strip()
-        except BaseException:  # noqa: BLE001  (formatting can fail under a memory limit)
+            line = _error_line(e)
+        except BaseException:  # formatting can fail under a memory limit
             line = type(e).__name__
         kind = "memory" if isinstance(e, MemoryError) else "exception"
         outcome = {"ok": False, "error": line[:300], "kind": kind}
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except BaseException:  # noqa: BLE001, S110  (a closed or broken stream must not hide the result)
+        except BaseException:  # a closed or broken stream must not hide the result
             pass
     return outcome
 
 
-def child_main(cfg: dict[str, Any], workdir: str, fds: tuple[int, int, int, int | None], code: str | None) -> None:
+def child_main(cfg: dict[str, Any], workdir: str, fds: tuple[int, int, int, int], once: bool) -> None:
     """Entry point of a forked user-code process; never returns.
 
-    With ``code`` the process runs that one cell (stateless call); otherwise it serves cells read
-    from its request pipe, keeping one namespace (session).
+    The process confines itself before it receives any code, so the server can fork it ahead of
+    time. It then serves cells from its request pipe in one namespace: a single cell when ``once``
+    (a stateless call), or until the pipe closes (a session).
     """
     status = 70
     try:
         _setup_process(workdir, *fds)
-        confine(cfg, workdir, session=code is None)
-        _reset_interpreter(workdir, cfg["env"], cfg["tools_dir"])
+        confine(cfg, workdir)
+        _reset_interpreter(workdir, cfg["env"])
+        protocol.write_message(RESULT_FD, {"started": True})  # from here on, failures are the code's own
         owner = os.getpid()
         namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
         while True:
-            if code is None:
-                request = protocol.read_message(REQUEST_FD)
-                if request is None:
-                    status = 0
-                    break
-                outcome = run_cell(request["code"], namespace, request["timeout_s"])
-            else:
-                outcome = run_cell(code, namespace)
+            request = protocol.read_message(REQUEST_FD)
+            if request is None:
+                status = 0
+                break
+            outcome = run_cell(request["code"], namespace, request["timeout_s"])
             if os.getpid() != owner:  # a process forked by the cell: finish like `python -c` would
                 status = 0 if outcome["ok"] else 1
                 break
             protocol.write_message(RESULT_FD, outcome)
-            if code is not None:
+            if once:
                 status = 0
                 break
-    except BaseException as e:  # noqa: BLE001  (confinement failed: report, never run the code)
+    except BaseException as e:  # confinement failed: report, never run the code
         try:
             protocol.write_message(RESULT_FD, {"ok": False, "kind": "setup", "error": f"{type(e).__name__}: {e}"})
-        except BaseException:  # noqa: BLE001, S110
+        except BaseException:
             pass
     os._exit(status)

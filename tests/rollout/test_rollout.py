@@ -45,7 +45,7 @@ def test_token_in_token_out_oracle_hermes(tok, tiny, sandbox):
     full = tok.apply_chat_template(conv, tokenize=True, return_dict=False)
     eos = tok.eos_token_id
     # The assistant-produced spans of `full`: each assistant content and its end-of-turn token.
-    spans, start = [], len(prompt)
+    spans = []
     for i, msg in enumerate(conv[1:], start=1):
         if msg["role"] != "assistant":
             continue
