@@ -141,3 +141,18 @@ def test_pause_append_resume_equals_fresh_generation(model, sampler):
     assert second[0] == greedy_by_forward(model, ps[0] + first[0] + tool_output, 6)
     assert first[1] + second[1] == greedy_by_forward(model, ps[1], 9)
     assert second[2] == greedy_by_forward(model, ps[2], 5)
+
+
+def test_sampling_matches_the_distribution():
+    """Inverse-CDF draws follow softmax(logits / T); log-probs are the filtered log-softmax."""
+    probs = np.array([0.05, 0.15, 0.3, 0.5] + [0.0] * 600)
+    logits = np.log(np.maximum(probs, 1e-30)).astype(np.float32)[None].repeat(4, 0)
+    keys = jax.random.split(jax.random.key(0), 4000)
+    draw = jax.jit(jax.vmap(lambda k: sample(logits, k, SamplingConfig(temperature=1.0))))
+    tokens, logps = draw(keys)
+    freq = np.bincount(np.asarray(tokens).ravel(), minlength=4)[:4] / tokens.size
+    np.testing.assert_allclose(freq, probs[:4], atol=0.015)
+    np.testing.assert_allclose(np.asarray(logps), np.log(probs[np.asarray(tokens)]), atol=1e-5)
+    # temperature: logits * 2 at T = 2 is the same distribution
+    tok2, logp2 = sample(logits * 2, keys[0], SamplingConfig(temperature=2.0))
+    np.testing.assert_allclose(np.asarray(logp2), np.log(probs[np.asarray(tok2)]), atol=1e-5)
