@@ -18,7 +18,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import torch
 
 
@@ -69,12 +68,12 @@ def main() -> None:
             ids[i, width - len(p):] = torch.tensor(p)
             mask[i, width - len(p):] = 1
 
-        def run_ours():
+        def run_ours(prompts=prompts):
             outs = sampler.generate(prompts, SamplingConfig(temperature=1.0), max_new_tokens=n,
                                     stop_token_ids=[], seed=0)
             assert all(len(o.tokens) == n for o in outs)
 
-        def run_torch():
+        def run_torch(ids=ids, mask=mask, width=width):
             with torch.inference_mode():
                 out = ref.generate(ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n, do_sample=True,
                                    temperature=1.0, top_k=0, top_p=1.0, pad_token_id=tok.pad_token_id or 0)

@@ -52,7 +52,8 @@ def main() -> None:
             if label != "warmup":
                 tm = engine.timings
                 print(f"{label:10s} wall {wall:6.1f}s  generation {tm['generate_s']:6.1f}s  tool time "
-                      f"{tm['tool_s']:5.1f}s (in sandbox, summed over calls)  waiting for tools {tm['tool_wall_s']:5.1f}s"
+                      f"{tm['tool_s']:5.1f}s (in sandbox, summed over calls)  "
+                      f"waiting for tools {tm['tool_wall_s']:5.1f}s"
                       f"  generation overlapping tools {tm['overlap_s']:5.1f}s  | {calls} tool calls, "
                       f"{sum(t.tool_errors for t in trajs)} errors, {tokens} tokens")
     ours, base = rows["overlap"], rows["sequential"]
