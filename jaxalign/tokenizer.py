@@ -55,3 +55,52 @@ def load(path: str | os.PathLike):
     except OSError:  # a read-only home or a concurrent writer: the cache is only an optimisation
         shutil.rmtree(tmp, ignore_errors=True)
     return tok
+
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+    "'<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+"""A ChatML template (append-only: a message's rendering never depends on later messages)."""
+
+
+def train_sentencepiece(texts, out_dir: str, *, vocab_size: int = 512, model_type: str = "bpe",
+                        chat_template: str = CHATML_TEMPLATE, seed: int = 0):
+    """Trains a small SentencePiece tokenizer on `texts` and returns it as a `transformers` tokenizer.
+
+    Digits are split one per token (arithmetic needs it) and unknown characters fall back to
+    bytes. ChatML control tokens (<|im_start|>, <|im_end|>, <|pad|>) are single special tokens and
+    the chat template is set, so the result plugs into the same rollout and SFT code as any HF
+    tokenizer. Saved to `out_dir` (reload with `jaxalign.tokenizer.load(out_dir)`).
+    """
+    import sentencepiece as spm
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import SentencePieceExtractor
+
+    os.makedirs(out_dir, exist_ok=True)
+    corpus = os.path.join(out_dir, "corpus.txt")
+    with open(corpus, "w") as f:
+        for t in texts:
+            f.write(t.replace("\r", " ") + "\n")
+    prefix = os.path.join(out_dir, "spm")
+    spm.SentencePieceTrainer.train(
+        input=corpus, model_prefix=prefix, vocab_size=vocab_size, model_type=model_type, split_digits=True,
+        byte_fallback=True, character_coverage=1.0, user_defined_symbols=["<|im_start|>", "<|im_end|>"],
+        pad_id=3, unk_id=0, bos_id=1, eos_id=2, pad_piece="<|pad|>", num_threads=1,
+        max_sentence_length=1 << 16, minloglevel=2, remove_extra_whitespaces=False, hard_vocab_limit=False,
+        allow_whitespace_only_pieces=True, normalization_rule_name="identity",
+    )
+    # The trained model is used through `tokenizers` (what transformers 5 runs): its BPE vocab and
+    # merges, SentencePiece's "▁" space marker, and byte fallback for unseen characters.
+    extracted = SentencePieceExtractor(prefix + ".model").extract(models.BPE)
+    vocab, merges = extracted["vocab"], extracted["merges"]
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="never", split=False)
+    backend.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()])
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>",
+                                  eos_token="<|im_end|>", pad_token="<|pad|>",
+                                  additional_special_tokens=["<|im_start|>", "<|im_end|>"])
+    tok.chat_template = chat_template
+    tok.save_pretrained(out_dir)
+    return load(out_dir)

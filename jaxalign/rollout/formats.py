@@ -41,6 +41,9 @@ class ToolFormat(Protocol):
     def render_output(self, output: str, tokenizer, context_text: str) -> str:
         """Text appended after a call: the tool's output wrapped for this format."""
 
+    def render_call(self, code: str) -> str:
+        """How the policy writes a call of `code` (used to build SFT data)."""
+
 
 class MarkdownFormat:
     """```python ... ``` answered by ```output ... ```."""
@@ -58,6 +61,9 @@ class MarkdownFormat:
             return None
         return ToolCall(code=m.group(1), end=m.end())
 
+    def render_call(self, code: str) -> str:
+        return f"```python\n{code.rstrip(chr(10))}\n```"
+
     def render_output(self, output: str, tokenizer, context_text: str) -> str:
         lead = "" if context_text.endswith("\n") else "\n"
         body = output if output.endswith("\n") or not output else output + "\n"
@@ -73,7 +79,7 @@ class HermesFormat:
     tool_name = "code_interpreter"
 
     def markers(self) -> tuple[str, ...]:
-        return ("</tool_call>",)
+        return ()  # the call closes the turn: decoding pauses at the end-of-turn token anyway
 
     def find_call(self, text: str) -> ToolCall | None:
         m = self._call.search(text)
@@ -87,6 +93,10 @@ class HermesFormat:
         except (ValueError, KeyError, TypeError) as e:
             return ToolCall(code="", end=m.end(), error=f"invalid tool call: {e}")
         return ToolCall(code=code, end=m.end())
+
+    def render_call(self, code: str) -> str:
+        payload = json.dumps({"name": self.tool_name, "arguments": {"code": code}})
+        return f"<tool_call>\n{payload}\n</tool_call>"
 
     def render_output(self, output: str, tokenizer, context_text: str) -> str:
         """The chat template's rendering of a tool turn plus the next assistant header.
