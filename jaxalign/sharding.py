@@ -73,7 +73,8 @@ class MeshConfig:
             if num_devices % known:
                 raise ValueError(f"MeshConfig {sizes}: {num_devices} devices not divisible by {known}")
             sizes[sizes.index(-1)] = num_devices // known
-        if math.prod(sizes) != num_devices:
+        if math.prod(sizes) > num_devices or (-1 in (self.data, self.fsdp, self.tensor)
+                                               and math.prod(sizes) != num_devices):
             raise ValueError(f"MeshConfig {sizes} needs {math.prod(sizes)} devices, have {num_devices}")
         return tuple(sizes)
 
@@ -82,7 +83,8 @@ def make_mesh(config: MeshConfig = MeshConfig(), devices: Sequence[jax.Device] |
     """Builds a ("data", "fsdp", "tensor") mesh over `devices` (default: all devices)."""
     devices = list(jax.devices() if devices is None else devices)
     shape = config.shape(len(devices))
-    return Mesh(np.asarray(devices).reshape(shape), MESH_AXES)
+    # An explicit mesh smaller than the machine uses its first devices (e.g. 1x1x1 = one device).
+    return Mesh(np.asarray(devices[:math.prod(shape)]).reshape(shape), MESH_AXES)
 
 
 def logical_to_spec(axes: Sequence[str | None], rules: Rules, shape: Sequence[int] | None = None,

@@ -20,6 +20,8 @@ def test_mesh_config_resolves_and_validates():
     assert mesh.axis_names == ("data", "fsdp", "tensor") and mesh.devices.shape == (1, 4, 2)
     with pytest.raises(ValueError, match="needs 12 devices"):
         sharding.MeshConfig(data=3, fsdp=2, tensor=2).shape(8)
+    one = sharding.make_mesh(sharding.MeshConfig(data=1, fsdp=1, tensor=1))
+    assert one.devices.size == 1  # an explicit smaller mesh takes the first devices
     with pytest.raises(ValueError, match="at most one axis"):
         sharding.MeshConfig(data=-1, fsdp=-1)
 

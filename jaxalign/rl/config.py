@@ -1,0 +1,83 @@
+"""GRPO run configuration."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from jaxalign import sharding
+from jaxalign.data.tasks import TaskConfig
+from jaxalign.eval.evaluate import EvalConfig
+from jaxalign.rl.step import GRPOLossConfig
+from jaxalign.rollout.types import RolloutConfig
+from jaxalign.sampling.functional import SamplingConfig
+from jaxalign.train.optim import OptimConfig
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StageConfig:
+    """One stage of a multi-stage schedule (ASTER raises the response budget in stage 2)."""
+
+    steps: int
+    max_response_tokens: int
+    max_tool_calls: int
+    drop_solved: bool = False
+    """Entering this stage, drop prompts the policy solved in every sample of the previous one."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GRPOConfig:
+    """GRPO with sandboxed multi-turn rollouts (ASTER stage 2)."""
+
+    model: str
+    """The starting policy: HF directory (e.g. an SFT run's hf/), .gguf, or packaged name."""
+    tokenizer: str = ""
+    """Default: the model's."""
+    task: TaskConfig = TaskConfig()
+    prompts_per_step: int = 8
+    """Prompts per rollout batch (the reproduction uses 128)."""
+    group_size: int = 8
+    """Samples per prompt (G)."""
+    mini_batches: int = 2
+    """Optimizer steps per rollout batch."""
+    steps: int = 100
+    """Rollout batches, when `stages` is empty."""
+    stages: tuple[StageConfig, ...] = ()
+    """Multi-stage schedule; empty = one stage of `steps` with the rollout budgets."""
+    rollout: RolloutConfig = RolloutConfig(sampling=SamplingConfig(temperature=1.0))
+    loss: GRPOLossConfig = GRPOLossConfig()
+    optim: OptimConfig = OptimConfig(learning_rate=1e-6, warmup_fraction=0.0, schedule="constant",
+                                     weight_decay=0.0)
+    reward: str = "strict"
+    """Outcome reward: "strict", "math_verify", or a registered name."""
+    dynamic_sampling: bool = True
+    """Drop groups whose rewards are all equal (zero advantage) and refill from new prompts."""
+    max_refill_rounds: int = 2
+    advantage_std: Literal["unbiased", "population", "none"] = "unbiased"
+    eval: EvalConfig = EvalConfig(k=1)
+    eval_every: int = 0
+    """Evaluate on the held-out problems every this many steps (0: only at the end)."""
+    sandbox_timeout_s: float = 5.0
+    sandbox_workers: int = 4
+    run_dir: str = "runs/grpo"
+    save_every: int = 20
+    keep_checkpoints: int = 2
+    log_every: int = 1
+    save_trajectories_every: int = 5
+    """Write a sample of trajectories (for `jaxalign view`) every this many steps."""
+    seed: int = 0
+    mesh: sharding.MeshConfig = sharding.MeshConfig()
+    compute_dtype: Literal["float32", "bfloat16"] = "float32"
+
+    def __post_init__(self):
+        if self.group_size < 2 and self.advantage_std == "unbiased":
+            raise ValueError("GRPOConfig: group_size must be >= 2 for the unbiased std")
+        if (self.prompts_per_step * self.group_size) % self.mini_batches:
+            raise ValueError("GRPOConfig: prompts_per_step * group_size must divide into mini_batches")
+
+    def schedule(self) -> tuple[StageConfig, ...]:
+        """The stages to run (a single stage from `steps` and the rollout budgets by default)."""
+        if self.stages:
+            return self.stages
+        return (StageConfig(steps=self.steps, max_response_tokens=self.rollout.max_response_tokens,
+                            max_tool_calls=self.rollout.max_tool_calls),)

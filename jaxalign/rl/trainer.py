@@ -1,0 +1,243 @@
+"""`jaxalign grpo`: the GRPO trainer. Host work only: prompts, rollouts, rewards, cadence.
+
+Each step: take the next prompts, roll out G trajectories each through the real sandbox, score
+them, keep groups with signal (dynamic sampling, refilled from further prompts), recompute the
+policy's own log-probs as `old_logp`, and run `mini_batches` jitted GRPO updates. The sampler then
+gets the new weights. Checkpoints hold params, optimizer state and the prompt-order position;
+rollout seeds derive from (seed, step), so a resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+
+import jax
+import numpy as np
+from flax import nnx
+
+from jaxalign import config as cfglib
+from jaxalign import models, sharding, tokenizer
+from jaxalign.data.tasks import load_task
+from jaxalign.eval.evaluate import evaluate
+from jaxalign.rewards.verify import get_reward
+from jaxalign.rl.batch import trajectory_rows
+from jaxalign.rl.config import GRPOConfig
+from jaxalign.rl.grpo import group_advantages
+from jaxalign.rl.step import make_grpo_step, make_logprob_fn
+from jaxalign.rollout.engine import RolloutEngine
+from jaxalign.rollout.prompts import problem_prompt
+from jaxalign.sampling.sampler import Sampler
+from jaxalign.sft.step import init_train_state
+from jaxalign.train.optim import decay_mask, make_optimizer
+from jaxalign.train.run import compile_step, tree_shardings
+
+log = logging.getLogger(__name__)
+
+
+class GRPOTrainer:
+    """Owns the policy, sampler, sandbox, optimizer state and run directory of one GRPO run."""
+
+    def __init__(self, config: GRPOConfig):
+        from jaxalign.tools import PythonSandbox
+
+        self.config = c = config
+        os.makedirs(c.run_dir, exist_ok=True)
+        cfglib.dump(c, os.path.join(c.run_dir, "config.yaml"))
+        self.tok = tokenizer.load(c.tokenizer or c.model)
+        model = models.load(c.model, dtype="float32", compute_dtype=c.compute_dtype)
+        self.graphdef, params = nnx.split(model)
+        self.stages = c.schedule()
+        total = sum(s.steps for s in self.stages) * c.mini_batches
+        self.optimizer = make_optimizer(c.optim, total, mask=decay_mask(params))
+        self.mesh = sharding.make_mesh(c.mesh)
+        self.step_fn, self.state = compile_step(make_grpo_step(self.graphdef, self.optimizer, c.loss),
+                                                init_train_state(params, self.optimizer), self.mesh,
+                                                sharding.TRAIN_RULES, batch_ndim=2)
+        params_sh = tree_shardings(params, self.mesh, sharding.TRAIN_RULES)
+        self.logprob_fn = jax.jit(make_logprob_fn(self.graphdef), in_shardings=(params_sh, None))
+        self.ref_params = jax.device_put(params, params_sh) if c.loss.kl_coef else None
+        self.sampler = Sampler(model, self.tok)
+        self.sandbox = PythonSandbox(timeout_s=c.sandbox_timeout_s, workers=c.sandbox_workers)
+        self.reward_fn = get_reward(c.reward)
+        self.train_problems, self.eval_problems = load_task(c.task)
+        self.pool = list(range(len(self.train_problems)))
+        self.position = {"epoch": 0, "cursor": 0}
+        self.solved_all: dict[str, bool] = {}
+        self.step = 0
+
+    # ------------------------------------------------------------------ prompts and rollouts
+    def _next_problems(self, n: int) -> list[int]:
+        out = []
+        while len(out) < n:
+            perm = np.random.default_rng([self.config.seed, self.position["epoch"]]).permutation(len(self.pool))
+            while len(out) < n and self.position["cursor"] < len(perm):
+                out.append(self.pool[perm[self.position["cursor"]]])
+                self.position["cursor"] += 1
+            if self.position["cursor"] >= len(perm):
+                self.position = {"epoch": self.position["epoch"] + 1, "cursor": 0}
+        return out
+
+    def _engine(self, stage) -> RolloutEngine:
+        rollout = self.config.rollout
+        cfg = type(rollout)(**{**rollout.__dict__, "max_response_tokens": stage.max_response_tokens,
+                               "max_tool_calls": stage.max_tool_calls})
+        return RolloutEngine(self.sampler, self.tok, self.sandbox, cfg)
+
+    def _rollout(self, engine: RolloutEngine, stage_seed: int) -> tuple[list, list, list, dict]:
+        """Rolls out groups until enough carry signal (dynamic sampling); returns kept data."""
+        c, g = self.config, self.config.group_size
+        kept_t, kept_a, kept_r, all_r, groups_seen = [], [], [], [], 0
+        rounds = 1 + (c.max_refill_rounds if c.dynamic_sampling else 0)
+        for rnd in range(rounds):
+            need = c.prompts_per_step - len(kept_t) // g
+            if need <= 0:
+                break
+            idx = self._next_problems(need)
+            prompts = [problem_prompt(self.train_problems[i].question, self.tok) for i in idx for _ in range(g)]
+            trajs = engine.run(prompts, seed=stage_seed * 1000 + rnd)
+            rewards = np.array([self.reward_fn(t.final_text or t.text, self.train_problems[i].answer)
+                                for t, i in zip(trajs, [i for i in idx for _ in range(g)])], np.float32)
+            adv = np.asarray(group_advantages(rewards, g, std=c.advantage_std))
+            for k, i in enumerate(idx):
+                r = rewards[k * g:(k + 1) * g]
+                groups_seen += 1
+                all_r.append(r)
+                self.solved_all[self.train_problems[i].id] = bool(r.min() == 1.0)
+                if c.dynamic_sampling and r.max() == r.min():
+                    continue
+                kept_t += trajs[k * g:(k + 1) * g]
+                kept_a += adv[k * g:(k + 1) * g].tolist()
+                kept_r += r.tolist()
+        return kept_t, kept_a, all_r, {"groups_seen": groups_seen, "groups_kept": len(kept_t) // g}
+
+    # ------------------------------------------------------------------ one step
+    def train_step(self, stage, engine: RolloutEngine) -> dict:
+        t0 = time.perf_counter()
+        engine.timings = dict.fromkeys(engine.timings, 0.0)
+        trajs, advs, all_rewards, info = self._rollout(engine, self.config.seed * 100003 + self.step)
+        t_rollout = time.perf_counter() - t0
+        rewards = np.concatenate(all_rewards) if all_rewards else np.zeros(0)
+        metrics = {"reward": float(rewards.mean()) if rewards.size else 0.0,
+                   "accuracy": float((rewards == 1).mean()) if rewards.size else 0.0, **info}
+        if trajs:
+            metrics.update(self._update(trajs, advs))
+            self.sampler.update(self.state.params)
+        metrics.update({
+            "tool_calls_per_traj": float(np.mean([t.tool_calls for t in trajs])) if trajs else 0.0,
+            "tool_errors_per_traj": float(np.mean([t.tool_errors for t in trajs])) if trajs else 0.0,
+            "tool_timeouts_per_traj": float(np.mean([t.tool_timeouts for t in trajs])) if trajs else 0.0,
+            "response_tokens": float(np.mean([len(t.tokens) for t in trajs])) if trajs else 0.0,
+            "time_generate_s": engine.timings["generate_s"], "time_tools_s": engine.timings["tool_s"],
+            "time_rollout_s": t_rollout, "time_train_s": time.perf_counter() - t0 - t_rollout,
+            "sandbox_failures": float(self.sandbox.stats().get("sandbox_failures", 0)),
+        })
+        self._last_trajs = list(zip(trajs, advs))
+        return metrics
+
+    def _update(self, trajs, advs) -> dict:
+        c = self.config
+        rows = c.prompts_per_step * c.group_size
+        batch = trajectory_rows(trajs, advs, rows=rows, pad_id=self.tok.pad_token_id or 0)
+        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "positions")}
+        old_logp, _ = self.logprob_fn(self.state.params, inputs)
+        old_logp = np.asarray(old_logp)
+        if self.ref_params is not None:
+            batch["ref_logp"] = np.asarray(self.logprob_fn(self.ref_params, inputs)[0])
+        mask = batch["target_mask"].astype(bool)
+        mismatch = float(np.abs(batch["sampler_logp"] - old_logp)[mask].mean()) if mask.any() else 0.0
+        batch["old_logp"] = old_logp
+        del batch["sampler_logp"]
+        mb = rows // c.mini_batches
+        real = len(trajs)
+        metrics: dict[str, list[float]] = {}
+        for m in range(c.mini_batches):
+            if m * mb >= real:  # all-padding mini-batch: skip (AdamW momentum would still move weights)
+                break
+            sl = slice(m * mb, (m + 1) * mb)
+            self.state, out = self.step_fn(self.state, {k: v[sl] for k, v in batch.items()})
+            for k, v in jax.device_get(out).items():
+                metrics.setdefault(k, []).append(float(v))
+        result = {k: float(np.mean(v)) for k, v in metrics.items()}
+        result["logp_mismatch"] = mismatch
+        return result
+
+    # ------------------------------------------------------------------ the run
+    def run(self, *, resume: bool = True) -> dict:
+        from jaxalign.checkpoint import CheckpointManager
+        from jaxalign.runlog import MetricsLogger, Progress, check_finite, format_metrics
+
+        c = self.config
+        ckpt = CheckpointManager(os.path.join(c.run_dir, "checkpoints"), keep=c.keep_checkpoints,
+                                 save_every=c.save_every)
+        if resume and ckpt.latest_step() is not None:
+            self.step, self.state, extra = ckpt.restore(self.state)
+            self.position, self.solved_all = extra["position"], extra["solved_all"]
+            self.pool = extra["pool"]
+            self.sampler.update(self.state.params)
+            log.info("resumed GRPO at step %d", self.step)
+        logger = MetricsLogger(c.run_dir)
+        logger.truncate_after(self.step)
+        total = sum(s.steps for s in self.stages)
+        progress = Progress(total, "grpo", initial=self.step)
+        history = []
+        try:
+            done = 0
+            for si, stage in enumerate(self.stages):
+                if self.step >= done + stage.steps:
+                    done += stage.steps
+                    continue
+                if stage.drop_solved and si > 0 and self.step == done:
+                    before = len(self.pool)
+                    self.pool = [i for i in self.pool if not self.solved_all.get(self.train_problems[i].id, False)]
+                    self.pool = self.pool or list(range(len(self.train_problems)))
+                    self.position = {"epoch": 0, "cursor": 0}
+                    log.info("stage %d: dropped %d always-solved prompts", si, before - len(self.pool))
+                engine = self._engine(stage)
+                while self.step < done + stage.steps:
+                    metrics = self.train_step(stage, engine)
+                    self.step += 1
+                    check_finite(metrics, self.step)
+                    metrics["stage"] = si
+                    if c.eval_every and self.step % c.eval_every == 0:
+                        metrics.update({f"eval/{k}": v for k, v in self.evaluate(stage).items()
+                                        if isinstance(v, float)})
+                    logger.log(self.step, metrics, prefix="train")
+                    history.append(metrics)
+                    progress.update(1, reward=f"{metrics['reward']:.3f}")
+                    if self.step % c.log_every == 0:
+                        log.info(format_metrics(self.step, metrics))
+                    if c.save_trajectories_every and self.step % c.save_trajectories_every == 0:
+                        self._save_trajectories()
+                    if ckpt.should_save(self.step) or self.step == total:
+                        ckpt.save(self.step, self.state, {"position": self.position, "solved_all": self.solved_all,
+                                                          "pool": self.pool})
+                done += stage.steps
+        finally:
+            ckpt.wait()
+            progress.close()
+            logger.close()
+        return {"steps": self.step, "history": history}
+
+    def evaluate(self, stage=None, problems=None) -> dict:
+        """Held-out evaluation with the current weights (greedy unless eval sampling is set)."""
+        stage = stage or self.stages[-1]
+        return evaluate(self._engine(stage), problems or self.eval_problems, self.config.eval)
+
+    def _save_trajectories(self, limit: int = 32) -> None:
+        path = os.path.join(self.config.run_dir, "trajectories", f"step_{self.step:06d}.jsonl")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            for t, a in self._last_trajs[:limit]:
+                row = t.to_dict()
+                row.update(step=self.step, advantage=a, prompt=self.tok.decode(t.prompt_tokens))
+                f.write(json.dumps(row) + "\n")
+
+    def policy(self):
+        """The current policy as a Transformer (host copy)."""
+        return nnx.merge(self.graphdef, jax.device_get(self.state.params))
+
+    def close(self) -> None:
+        self.sandbox.close()
