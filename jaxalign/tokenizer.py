@@ -80,9 +80,13 @@ def train_sentencepiece(texts, out_dir: str, *, vocab_size: int = 512, model_typ
 
     os.makedirs(out_dir, exist_ok=True)
     corpus = os.path.join(out_dir, "corpus.txt")
+    chars: set[str] = set()
     with open(corpus, "w") as f:
         for t in texts:
             f.write(t.replace("\r", " ") + "\n")
+            chars.update(t)
+    # Byte fallback needs all 256 byte pieces, plus special pieces and each character seen.
+    vocab_size = max(vocab_size, 256 + 6 + len(chars) + 16)
     prefix = os.path.join(out_dir, "spm")
     spm.SentencePieceTrainer.train(
         input=corpus, model_prefix=prefix, vocab_size=vocab_size, model_type=model_type, split_digits=True,

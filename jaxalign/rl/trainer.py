@@ -58,7 +58,7 @@ class GRPOTrainer:
                                                 sharding.TRAIN_RULES, batch_ndim=2)
         params_sh = tree_shardings(params, self.mesh, sharding.TRAIN_RULES)
         self.logprob_fn = jax.jit(make_logprob_fn(self.graphdef), in_shardings=(params_sh, None))
-        self.ref_params = jax.device_put(params, params_sh) if c.loss.kl_coef else None
+        self.ref_params = jax.device_put(params, params_sh, may_alias=False) if c.loss.kl_coef else None
         self.sampler = Sampler(model, self.tok)
         self.sandbox = PythonSandbox(timeout_s=c.sandbox_timeout_s, workers=c.sandbox_workers)
         self.reward_fn = get_reward(c.reward)

@@ -44,7 +44,9 @@ def compile_step(step: Callable, state: Any, mesh: Mesh, rules: Rules, *, batch_
     Returns (compiled step, placed state).
     """
     state_sh = tree_shardings(state, mesh, rules)
-    placed = jax.device_put(state, state_sh)
+    # A copy, never an alias: the step donates its state, which must not delete the caller's arrays
+    # (e.g. the parameters a reference model or a sampler still holds).
+    placed = jax.device_put(state, state_sh, may_alias=False)
     batch_sh = batch_sharding(mesh, rules, batch_ndim)
 
     def traced(s, batch):
