@@ -104,9 +104,11 @@ def test_sigkill_and_resume_is_exact(corpus):
 def test_sharded_step_equals_one_device():
     model = models.init_model(ModelConfig.tiny(vocab_size=64, num_heads=4, num_kv_heads=2), seed=5)
     graphdef, params = nnx.split(model)
-    from jaxalign.train.optim import make_optimizer
+    import optax
 
-    opt = make_optimizer(OptimConfig(learning_rate=1e-2, warmup_fraction=0.0), 10)
+    # Plain SGD: Adam's first step is ~lr * sign(g), which turns round-off in near-zero gradients
+    # into lr-sized differences; SGD keeps "same update within float tolerance" meaningful.
+    opt = optax.sgd(0.5)
     rng = np.random.RandomState(0)
     ids = rng.randint(0, 64, (1, 8, 16)).astype(np.int32)
     batch = {"input_ids": ids, "loss_mask": rng.randint(0, 2, ids.shape).astype(np.int32),
@@ -123,4 +125,4 @@ def test_sharded_step_equals_one_device():
             assert q.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor", None)
     np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-5)
     for a, b in zip(results[0][1], results[1][1]):
-        np.testing.assert_allclose(a, b, atol=5e-5)  # AdamW's first step amplifies reduction-order round-off
+        np.testing.assert_allclose(a, b, atol=1e-6)
