@@ -8,11 +8,14 @@ import pytest
 from jaxalign import config
 from jaxalign.cli.chat import ChatConfig
 from jaxalign.config import ConfigError
+from jaxalign.demo import DemoConfig
 from jaxalign.models import ModelConfig
+from jaxalign.rl.config import GRPOConfig
+from jaxalign.sft.trainer import SFTConfig
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # configs/<kind>/*.yaml mirror these dataclasses.
-KINDS = {"model": ModelConfig, "chat": ChatConfig}
+KINDS = {"model": ModelConfig, "chat": ChatConfig, "sft": SFTConfig, "grpo": GRPOConfig, "demo": DemoConfig}
 
 
 def test_every_shipped_yaml_loads():
@@ -24,6 +27,10 @@ def test_every_shipped_yaml_loads():
         loaded = config.load(KINDS[kind], path)
         # YAML is only a serialisation: dumping and reloading gives the same tree.
         assert config.from_dict(KINDS[kind], config.to_dict(loaded)) == loaded
+
+
+def test_demo_yaml_is_the_embedded_default():
+    assert config.load(DemoConfig, ROOT / "configs/demo/default.yaml") == DemoConfig()
 
 
 def test_presets_match_their_yaml():

@@ -10,7 +10,7 @@ import sys
 from jaxalign.config import ConfigError
 from jaxalign.models.config import CheckpointError
 
-SUBCOMMANDS = ("info", "chat", "data", "train")
+SUBCOMMANDS = ("info", "chat", "data", "train", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # orbax and tfds log every file operation through absl at INFO
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except (ConfigError, CheckpointError) as e:

@@ -1,7 +1,9 @@
 """Synthesising tool-use trajectories for tasks with a programmatic solver (ASTER cold start).
 
-* dense: one tool call per step; each later step's code uses the *printed* result of the earlier
-  ones (copied as a literal), so the policy must read tool outputs to go on: interaction-dense.
+* dense: one tool call per step. With `reference="variable"` a later step's code names the earlier
+  results (the session is stateful, like a notebook) and only the final answer is copied from a
+  printed output; with `reference="value"` each later step copies the *printed* results as
+  literals, so the policy must read every tool output to go on (harder for a tiny model).
 * sparse: a single call that computes everything at once.
 
 The code is really executed in the sandbox (one stateful session per trajectory) and the tool
@@ -36,7 +38,8 @@ def plan_calls(problem: MathProblem, style: Literal["dense", "sparse"]) -> list[
 
 
 def synthesize(problem: MathProblem, sandbox, style: Literal["dense", "sparse"] = "dense", *,
-               system_prompt: str = SYSTEM_PROMPT) -> TrajectoryRecord:
+               system_prompt: str = SYSTEM_PROMPT,
+               reference: Literal["variable", "value"] = "variable") -> TrajectoryRecord:
     """Builds one trajectory for an arithmetic problem (`meta["steps"]`), running its code for real."""
     if "steps" not in problem.meta:
         raise ValueError(f"problem {problem.id!r} has no meta['steps'] to synthesise from")
@@ -46,7 +49,8 @@ def synthesize(problem: MathProblem, sandbox, style: Literal["dense", "sparse"] 
     with sandbox.session() as session:
         for (text, code), step in zip(plan_calls(problem, style), problem.meta["steps"]):
             if style == "dense":
-                code = f"{step['var']} = {_substitute(code, printed)}\nprint({step['var']})"
+                expr = _substitute(code, printed) if reference == "value" else code
+                code = f"{step['var']} = {expr}\nprint({step['var']})"
             result = session.run(code)
             if not result.ok:
                 raise RuntimeError(f"problem {problem.id!r}: synthesised code failed: {result.error}\n{code}")

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Literal
 
 from jaxalign import sharding
+from jaxalign.data.synthesis import SYSTEM_PROMPT
 from jaxalign.data.tasks import TaskConfig
 from jaxalign.eval.evaluate import EvalConfig
 from jaxalign.rl.step import GRPOLossConfig
@@ -50,6 +51,8 @@ class GRPOConfig:
                                      weight_decay=0.0)
     reward: str = "strict"
     """Outcome reward: "strict", "math_verify", or a registered name."""
+    system_prompt: str = SYSTEM_PROMPT
+    """System message of every prompt (must match the cold-start data)."""
     dynamic_sampling: bool = True
     """Drop groups whose rewards are all equal (zero advantage) and refill from new prompts."""
     max_refill_rounds: int = 2

@@ -96,7 +96,8 @@ class GRPOTrainer:
             if need <= 0:
                 break
             idx = self._next_problems(need)
-            prompts = [problem_prompt(self.train_problems[i].question, self.tok) for i in idx for _ in range(g)]
+            prompts = [problem_prompt(self.train_problems[i].question, self.tok, c.system_prompt)
+                       for i in idx for _ in range(g)]
             trajs = engine.run(prompts, seed=stage_seed * 1000 + rnd)
             rewards = np.array([self.reward_fn(t.final_text or t.text, self.train_problems[i].answer)
                                 for t, i in zip(trajs, [i for i in idx for _ in range(g)])], np.float32)
@@ -224,7 +225,8 @@ class GRPOTrainer:
     def evaluate(self, stage=None, problems=None) -> dict:
         """Held-out evaluation with the current weights (greedy unless eval sampling is set)."""
         stage = stage or self.stages[-1]
-        return evaluate(self._engine(stage), problems or self.eval_problems, self.config.eval)
+        return evaluate(self._engine(stage), problems or self.eval_problems, self.config.eval,
+                        system_prompt=self.config.system_prompt)
 
     def _save_trajectories(self, limit: int = 32) -> None:
         path = os.path.join(self.config.run_dir, "trajectories", f"step_{self.step:06d}.jsonl")

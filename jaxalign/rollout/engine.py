@@ -80,7 +80,8 @@ class RolloutEngine:
         eos = list(eos_token_ids) if eos_token_ids is not None else [tokenizer.eos_token_id]
         self.eos_ids = set(eos)
         self.stops = StopTable.build(eos + list(marker_token_ids(tokenizer, self.format.markers())))
-        self.timings = {"generate_s": 0.0, "tool_s": 0.0, "tool_wall_s": 0.0, "overlap_s": 0.0}
+        # generate_s includes prefill_s (the prompt forward) and every decode call.
+        self.timings = {"generate_s": 0.0, "prefill_s": 0.0, "tool_s": 0.0, "tool_wall_s": 0.0, "overlap_s": 0.0}
 
     # ----------------------------------------------------------------------------- helpers
     def _decode(self, tokens: Sequence[int]) -> str:
@@ -141,8 +142,12 @@ class RolloutEngine:
         slack = max(cfg.steps_per_call, bucket(cfg.max_tool_output_tokens, minimum=8))
         cache_size = bucket(prompt_width + cfg.max_response_tokens + 2 * slack)
         seg = min(bucket(cfg.max_segment_tokens), bucket(cfg.max_response_tokens))
+        t0 = time.perf_counter()
         state = self.sampler.start(prompts, cache_size=cache_size, max_tokens=seg, window=self.stops.window,
                                    seed=seed, batch=batch)
+        jax.block_until_ready(state.logits)
+        self.timings["prefill_s"] += time.perf_counter() - t0
+        self.timings["generate_s"] += time.perf_counter() - t0
         state = self._start(state, {i: r for i, r in enumerate(rows)}, seg)
         pool = cf.ThreadPoolExecutor(max_workers=self.config.tool_workers)
         try:

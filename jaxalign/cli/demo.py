@@ -1,0 +1,28 @@
+"""`jaxalign demo [CONFIG] [key=value ...] [--ablation]`: the ASTER pipeline on the embedded default."""
+
+from __future__ import annotations
+
+import json
+
+
+def register(sub) -> None:
+    p = sub.add_parser("demo", help="ASTER end to end on a CPU: data, tokenizer, SFT, GRPO, evaluation, report")
+    p.add_argument("config", nargs="?", help="YAML mirroring DemoConfig (default: the embedded default)")
+    p.add_argument("overrides", nargs="*", help="key.path=value overrides")
+    p.add_argument("--ablation", action="store_true", help="also run the sparse cold start (dense vs sparse)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import dataclasses
+
+    from jaxalign import config as cfg
+    from jaxalign.demo import DemoConfig, run_demo
+
+    config = cfg.load(DemoConfig, args.config, args.overrides)
+    if args.ablation:
+        config = dataclasses.replace(config, ablation=True)
+    summary = run_demo(config)
+    print(json.dumps(summary, indent=2))
+    print(f"\nreport: {config.run_dir}/report.md")
+    return 0

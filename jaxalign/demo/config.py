@@ -1,0 +1,56 @@
+"""The embedded default: sizes of the CPU demo of the ASTER pipeline."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from jaxalign.models.config import ModelConfig
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DemoConfig:
+    """Task, model and budget sizes of `make demo` (tool-requiring arithmetic, tiny policy)."""
+
+    run_dir: str = "runs/demo"
+    seed: int = 0
+    num_steps: int = 2
+    """Arithmetic steps per problem (= tool calls of a dense solution)."""
+    digits: int = 3
+    """Digits of each literal: 3-digit products are beyond a tiny model's head arithmetic."""
+    sft_problems: int = 800
+    """Problems with synthesised cold-start trajectories."""
+    rl_problems: int = 512
+    """Further problems used as RL prompts."""
+    eval_problems: int = 64
+    """Held-out problems for before/after evaluation."""
+    eval_k: int = 4
+    """Samples per held-out problem (avg@k at `eval_temperature`)."""
+    eval_temperature: float = 1.0
+    cold_start: Literal["dense", "sparse"] = "dense"
+    system_prompt: str = "Use Python to compute. Answer as \\boxed{N}."
+    vocab_size: int = 384
+    model: ModelConfig = ModelConfig.tiny(vocab_size=384, hidden_size=128, intermediate_size=384, num_layers=4,
+                                          num_heads=4, num_kv_heads=2)
+    sft_epochs: int = 8
+    sft_batch_size: int = 16
+    sft_lr: float = 2e-3
+    sft_seq_len: int = 256
+    rl_steps: int = 30
+    rl_prompts_per_step: int = 8
+    rl_group_size: int = 8
+    rl_lr: float = 5e-5
+    rl_max_response_tokens: int = 160
+    rl_max_tool_calls: int = 4
+    rl_temperature: float = 1.0
+    ablation: bool = False
+    """Also run the sparse cold start with the same RL and report both (ASTER's central ablation)."""
+
+    def smaller(self, factor: int) -> DemoConfig:
+        """A reduced copy for the test suite."""
+        return dataclasses.replace(self, sft_problems=max(16, self.sft_problems // factor),
+                                   rl_problems=max(16, self.rl_problems // factor),
+                                   eval_problems=max(8, self.eval_problems // factor),
+                                   sft_epochs=max(1, self.sft_epochs // factor),
+                                   rl_steps=max(2, self.rl_steps // factor), rl_prompts_per_step=4, rl_group_size=4,
+                                   eval_k=2)
