@@ -65,12 +65,13 @@ CHATML_TEMPLATE = (
 
 
 def train_sentencepiece(texts, out_dir: str, *, vocab_size: int = 512, model_type: str = "bpe",
-                        chat_template: str = CHATML_TEMPLATE, seed: int = 0):
+                        split_digits: bool = True, chat_template: str = CHATML_TEMPLATE):
     """Trains a small SentencePiece tokenizer on `texts` and returns it as a `transformers` tokenizer.
 
-    Digits are split one per token (arithmetic needs it) and unknown characters fall back to
-    bytes. ChatML control tokens (<|im_start|>, <|im_end|>, <|pad|>) are single special tokens and
-    the chat template is set, so the result plugs into the same rollout and SFT code as any HF
+    With `split_digits` every digit is its own token; without it frequent numbers become single
+    pieces (copying a number is then copying a few tokens, which tiny models learn much sooner).
+    Unknown characters fall back to bytes. ChatML control tokens (<|im_start|>, <|im_end|>,
+    <|pad|>) are single special tokens and the chat template is set, so the result plugs into the same rollout and SFT code as any HF
     tokenizer. Saved to `out_dir` (reload with `jaxalign.tokenizer.load(out_dir)`).
     """
     import sentencepiece as spm
@@ -89,7 +90,7 @@ def train_sentencepiece(texts, out_dir: str, *, vocab_size: int = 512, model_typ
     vocab_size = max(vocab_size, 256 + 6 + len(chars) + 16)
     prefix = os.path.join(out_dir, "spm")
     spm.SentencePieceTrainer.train(
-        input=corpus, model_prefix=prefix, vocab_size=vocab_size, model_type=model_type, split_digits=True,
+        input=corpus, model_prefix=prefix, vocab_size=vocab_size, model_type=model_type, split_digits=split_digits,
         byte_fallback=True, character_coverage=1.0, user_defined_symbols=["<|im_start|>", "<|im_end|>"],
         pad_id=3, unk_id=0, bos_id=1, eos_id=2, pad_piece="<|pad|>", num_threads=1,
         max_sentence_length=1 << 16, minloglevel=2, remove_extra_whitespaces=False, hard_vocab_limit=False,

@@ -38,12 +38,17 @@ def plan_calls(problem: MathProblem, style: Literal["dense", "sparse"]) -> list[
 
 
 def synthesize(problem: MathProblem, sandbox, style: Literal["dense", "sparse"] = "dense", *,
-               system_prompt: str = SYSTEM_PROMPT,
-               reference: Literal["variable", "value"] = "variable") -> TrajectoryRecord:
-    """Builds one trajectory for an arithmetic problem (`meta["steps"]`), running its code for real."""
+               system_prompt: str = SYSTEM_PROMPT, reference: Literal["variable", "value"] = "variable",
+               narrate: bool = True) -> TrajectoryRecord:
+    """Builds one trajectory for an arithmetic problem (`meta["steps"]`), running its code for real.
+
+    `narrate` writes a short sentence before each call ("Step 1: a = 48 * 17."); without it the
+    assistant turn is code, outputs and the boxed answer only.
+    """
     if "steps" not in problem.meta:
         raise ValueError(f"problem {problem.id!r} has no meta['steps'] to synthesise from")
-    messages = [{"role": "system", "content": system_prompt}, {"role": "user", "content": problem.question}]
+    messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+    messages.append({"role": "user", "content": problem.question})
     printed: dict[str, str] = {}
     last = ""
     with sandbox.session() as session:
@@ -56,7 +61,7 @@ def synthesize(problem: MathProblem, sandbox, style: Literal["dense", "sparse"] 
                 raise RuntimeError(f"problem {problem.id!r}: synthesised code failed: {result.error}\n{code}")
             last = result.stdout.strip()
             printed[step["var"]] = last
-            messages.append({"role": "assistant", "content": text,
+            messages.append({"role": "assistant", "content": text if narrate else "",
                              "tool_calls": [{"name": "code_interpreter", "arguments": {"code": code}}]})
             messages.append({"role": "tool", "content": result.stdout})
     if last != problem.answer:

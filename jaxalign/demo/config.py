@@ -16,8 +16,8 @@ class DemoConfig:
     seed: int = 0
     num_steps: int = 2
     """Arithmetic steps per problem (= tool calls of a dense solution)."""
-    digits: int = 3
-    """Digits of each literal: 3-digit products are beyond a tiny model's head arithmetic."""
+    digits: int = 2
+    """Digits of each literal: a tiny model cannot multiply 2-digit numbers in its head."""
     sft_problems: int = 800
     """Problems with synthesised cold-start trajectories."""
     rl_problems: int = 512
@@ -28,19 +28,26 @@ class DemoConfig:
     """Samples per held-out problem (avg@k at `eval_temperature`)."""
     eval_temperature: float = 1.0
     cold_start: Literal["dense", "sparse"] = "dense"
-    system_prompt: str = "Use Python to compute. Answer as \\boxed{N}."
+    system_prompt: str = ""
+    """System message of every prompt (empty: none; the tiny policy learns the format from SFT)."""
+    narrate: bool = False
+    """Cold-start trajectories say "Step k: ..." before each call (False: code and outputs only)."""
     vocab_size: int = 384
-    model: ModelConfig = ModelConfig.tiny(vocab_size=384, hidden_size=128, intermediate_size=384, num_layers=4,
-                                          num_heads=4, num_kv_heads=2)
-    sft_epochs: int = 8
+    split_digits: bool = True
+    """Tokenizer: one token per digit, or frequent numbers as single pieces."""
+    model: ModelConfig = ModelConfig.tiny(vocab_size=384, hidden_size=64, intermediate_size=256, num_layers=2,
+                                          num_heads=4, num_kv_heads=4)
+    sft_epochs: int = 12
+    """Deliberately short: the cold start leaves room for RL (copying numbers is half learned)."""
     sft_batch_size: int = 16
-    sft_lr: float = 2e-3
-    sft_seq_len: int = 256
-    rl_steps: int = 30
+    sft_lr: float = 3e-3
+    sft_seq_len: int = 192
+    rl_steps: int = 40
     rl_prompts_per_step: int = 8
     rl_group_size: int = 8
-    rl_lr: float = 5e-5
-    rl_max_response_tokens: int = 160
+    rl_refill_rounds: int = 1
+    rl_lr: float = 1e-4
+    rl_max_response_tokens: int = 96
     rl_max_tool_calls: int = 4
     rl_temperature: float = 1.0
     ablation: bool = False

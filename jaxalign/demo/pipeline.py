@@ -47,7 +47,8 @@ def build_data(cfg: DemoConfig, styles: tuple[str, ...]) -> dict[str, str]:
     with PythonSandbox() as sandbox:
         log.info("synthesising %d trajectories per style in the %s sandbox", len(problems), sandbox.backend)
         for style in styles:
-            records = synthesize_many(problems, sandbox, style, system_prompt=cfg.system_prompt)
+            records = synthesize_many(problems, sandbox, style, system_prompt=cfg.system_prompt,
+                                      narrate=cfg.narrate)
             paths[style] = os.path.join(cfg.run_dir, "data", f"{style}.jsonl")
             os.makedirs(os.path.dirname(paths[style]), exist_ok=True)
             data.write_jsonl(paths[style], records)
@@ -67,7 +68,8 @@ def build_tokenizer(cfg: DemoConfig, paths: dict[str, str]):
                 texts += [fmt.render_call(c["arguments"]["code"]) for c in m.get("tool_calls", [])]
                 if m["role"] == "tool":
                     texts.append(fmt.render_output(m["content"], None, ""))
-    return tokenizer.train_sentencepiece(texts, os.path.join(cfg.run_dir, "tokenizer"), vocab_size=cfg.vocab_size)
+    return tokenizer.train_sentencepiece(texts, os.path.join(cfg.run_dir, "tokenizer"), vocab_size=cfg.vocab_size,
+                                         split_digits=cfg.split_digits)
 
 
 def cold_start(cfg: DemoConfig, style: str, path: str, tok) -> dict:
@@ -88,7 +90,7 @@ def reinforce(cfg: DemoConfig, style: str, sft_dir: str) -> dict:
     """Held-out eval of the cold-start policy, GRPO with sandboxed rollouts, eval again."""
     grpo = GRPOConfig(
         model=sft_dir, task=_task(cfg), prompts_per_step=cfg.rl_prompts_per_step, group_size=cfg.rl_group_size,
-        mini_batches=2, steps=cfg.rl_steps, system_prompt=cfg.system_prompt,
+        mini_batches=2, steps=cfg.rl_steps, system_prompt=cfg.system_prompt, max_refill_rounds=cfg.rl_refill_rounds,
         rollout=RolloutConfig(max_response_tokens=cfg.rl_max_response_tokens, max_tool_calls=cfg.rl_max_tool_calls,
                               max_tool_output_tokens=48, steps_per_call=32,
                               sampling=SamplingConfig(temperature=cfg.rl_temperature)),

@@ -55,7 +55,7 @@ class GRPOTrainer:
         self.mesh = sharding.make_mesh(c.mesh)
         self.step_fn, self.state = compile_step(make_grpo_step(self.graphdef, self.optimizer, c.loss),
                                                 init_train_state(params, self.optimizer), self.mesh,
-                                                sharding.TRAIN_RULES, batch_ndim=2)
+                                                sharding.TRAIN_RULES, batch_axis=0)
         params_sh = tree_shardings(params, self.mesh, sharding.TRAIN_RULES)
         self.logprob_fn = jax.jit(make_logprob_fn(self.graphdef), in_shardings=(params_sh, None))
         self.ref_params = jax.device_put(params, params_sh, may_alias=False) if c.loss.kl_coef else None

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -30,29 +31,36 @@ def tree_shardings(tree: Any, mesh: Mesh, rules: Rules) -> Any:
     return jax.tree.map(one, tree, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
-def batch_sharding(mesh: Mesh, rules: Rules, ndim: int = 3) -> NamedSharding:
-    """[A, B, T] (or [B, T] with ndim=2) batches: B split over the data axes."""
-    axes = ((None,) if ndim == 3 else ()) + ("batch", "length")
+def batch_sharding(mesh: Mesh, rules: Rules, ndim: int, batch_axis: int) -> NamedSharding:
+    """A batch leaf of rank `ndim` whose axis `batch_axis` is the batch: split over the data axes."""
+    axes = [None] * ndim
+    axes[batch_axis] = "batch"
     return NamedSharding(mesh, sharding.logical_to_spec(axes, rules))
 
 
-def compile_step(step: Callable, state: Any, mesh: Mesh, rules: Rules, *, batch_ndim: int = 3,
+def compile_step(step: Callable, state: Any, mesh: Mesh, rules: Rules, *, batch_axis: int = 1,
                  donate: bool = True) -> tuple[Callable, Any]:
     """Places `state` on `mesh` and jits `step(state, batch) -> (state, metrics)` with explicit
-    in/out shardings and the activation-constraint context active while tracing.
+    state shardings and the activation-constraint context active while tracing.
 
-    Returns (compiled step, placed state).
+    Batch leaves are placed with their axis `batch_axis` (1 for SFT's [A, B, T], 0 for GRPO's
+    [B, T] and [B]) split over ("data", "fsdp"). Returns (compiled step, placed state).
     """
     state_sh = tree_shardings(state, mesh, rules)
     # A copy, never an alias: the step donates its state, which must not delete the caller's arrays
     # (e.g. the parameters a reference model or a sampler still holds).
     placed = jax.device_put(state, state_sh, may_alias=False)
-    batch_sh = batch_sharding(mesh, rules, batch_ndim)
 
     def traced(s, batch):
         with sharding.use_mesh(mesh, rules):
             return step(s, batch)
 
-    jitted = jax.jit(traced, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None),
+    jitted = jax.jit(traced, in_shardings=(state_sh, None), out_shardings=(state_sh, None),
                      donate_argnums=(0,) if donate else ())
-    return jitted, placed
+
+    def run(s, batch):
+        placed_batch = {k: jax.device_put(v, batch_sharding(mesh, rules, np.ndim(v), batch_axis))
+                        for k, v in batch.items()}
+        return jitted(s, placed_batch)
+
+    return run, placed

@@ -16,7 +16,8 @@ from jaxalign.rollout import RolloutConfig
 from jaxalign.sampling import SamplingConfig
 from jaxalign.train import OptimConfig
 
-# Reward 1 when the response contains the digit the problem asks for: learnable from scratch.
+# Reward 1 when the response contains the answer ("7" for every prompt): trivially learnable, the
+# policy only has to raise the probability of one token.
 register_reward("says_answer", lambda text, answer: float(answer in text.replace("<|im_end|>", "")))
 
 
@@ -28,7 +29,7 @@ def policy_dir(tmp_path_factory):
     model = models.init_model(ModelConfig.tiny(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
                                                num_layers=2, num_heads=2, num_kv_heads=1), seed=0)
     models.save_hf(model, d / "policy", tokenizer=tok)
-    problems = [data.MathProblem(id=f"p{i}", question=f"Say {i % 10}.", answer=str(i % 10), source="toy")
+    problems = [data.MathProblem(id=f"p{i}", question=f"Say {i % 10}.", answer="7", source="toy")
                 for i in range(40)]
     data.write_jsonl(d / "problems.jsonl", problems)
     return d
@@ -40,7 +41,7 @@ def config(d, run, **kw):
                 prompts_per_step=4, group_size=8, mini_batches=2, steps=12, reward="says_answer", system_prompt="",
                 rollout=RolloutConfig(max_response_tokens=6, max_tool_calls=0, steps_per_call=8,
                                       sampling=SamplingConfig(temperature=1.0)),
-                optim=OptimConfig(learning_rate=3e-3, warmup_fraction=0.0, schedule="constant", weight_decay=0.0),
+                optim=OptimConfig(learning_rate=3e-2, warmup_fraction=0.0, schedule="constant", weight_decay=0.0),
                 eval=EvalConfig(k=4), run_dir=str(d / run), save_every=1000, save_trajectories_every=0,
                 max_refill_rounds=0, mesh=sharding.MeshConfig(data=1, fsdp=1, tensor=1))
     base.update(kw)
