@@ -71,8 +71,8 @@ def train_sentencepiece(texts, out_dir: str, *, vocab_size: int = 512, model_typ
     With `split_digits` every digit is its own token; without it frequent numbers become single
     pieces (copying a number is then copying a few tokens, which tiny models learn much sooner).
     Unknown characters fall back to bytes. ChatML control tokens (<|im_start|>, <|im_end|>,
-    <|pad|>) are single special tokens and the chat template is set, so the result plugs into the same rollout and SFT code as any HF
-    tokenizer. Saved to `out_dir` (reload with `jaxalign.tokenizer.load(out_dir)`).
+    <|pad|>) are single special tokens and the chat template is set, so the result plugs into the
+    same rollout and SFT code as any HF tokenizer. Saved to `out_dir` (reload with `jaxalign.tokenizer.load(out_dir)`).
     """
     import sentencepiece as spm
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers

@@ -13,7 +13,6 @@ import json
 import os
 import statistics
 import sys
-import time
 
 import jax
 import numpy as np
