@@ -134,14 +134,21 @@ def test_tool_output_is_truncated_to_budget(tok, tiny, sandbox):
 
 
 def test_real_model_rollout_runs_end_to_end(tok, sandbox, smollm2_gguf):
-    """SmolLM2-135M with a few-shot markdown prompt: whatever code it writes is executed."""
+    """SmolLM2-135M with a few-shot markdown prompt: whatever code it writes is executed.
+
+    The examples are earlier chat turns (one instruction-following turn per example): a 135M model
+    copies that pattern reliably, while examples inlined in one user message rarely produce a call.
+    """
     from jaxalign.sampling import Sampler
 
     model = models.load(smollm2_gguf)
-    shot = ("Solve with Python. Example:\nQuestion: What is 12*13?\n```python\nprint(12*13)\n```\n"
-            "```output\n156\n```\nThe answer is \\boxed{156}.\n\nQuestion: ")
-    questions = ["What is 123*45?", "What is 2**10?", "What is 1000-37?"]
-    prompts = [tok.apply_chat_template([{"role": "user", "content": shot + q}], add_generation_prompt=True,
+    history = []
+    for expr, answer in [("12*13", "156"), ("2**5", "32")]:
+        history += [{"role": "user", "content": f"What is {expr}? Use Python."},
+                    {"role": "assistant", "content": f"```python\nprint({expr})\n```\n```output\n{answer}\n```\n"
+                                                     f"The answer is \\boxed{{{answer}}}."}]
+    questions = ["What is 123*45? Use Python.", "What is 2**10? Use Python.", "What is 1000-37? Use Python."]
+    prompts = [tok.apply_chat_template(history + [{"role": "user", "content": q}], add_generation_prompt=True,
                                        tokenize=True, return_dict=False) for q in questions]
     engine = RolloutEngine(Sampler(model, tok), tok, sandbox,
                            RolloutConfig(max_response_tokens=96, max_tool_calls=2, steps_per_call=16,
@@ -152,4 +159,6 @@ def test_real_model_rollout_runs_end_to_end(tok, sandbox, smollm2_gguf):
         assert t.finish_reason in ("eos", "tool_budget", "token_budget")
         assert len(t.tokens) == len(t.loss_mask) == len(t.logprobs) <= 96
         assert all(lp <= 0 for lp, m in zip(t.logprobs, t.loss_mask) if m)
-    assert sum(t.tool_calls for t in trajs) >= 1, [t.text for t in trajs]
+    assert sum(t.tool_calls for t in trajs) >= 2, [t.text for t in trajs]
+    assert any("```output\n5535" in t.text or "```output\n1024" in t.text or "```output\n963" in t.text
+               for t in trajs), [t.text for t in trajs]

@@ -126,10 +126,12 @@ def test_close_leaves_no_processes_or_files() -> None:
     sb.run("print(1)")
     s = sb.session()
     s.run("import subprocess, sys\np = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])")
-    worker_pids = {w.proc.pid for w in sb._pool._all}
-    worker_pids |= {p for w in sb._pool._all for p in pool_module._descendants(w.proc.pid)}  # bwrap init, server
-    uids = {w.uid for w in sb._pool._all if w.uid is not None}
-    assert len(uids) == len(sb._pool._all) or os.geteuid() != 0
+    with sb._pool._cond:  # the refill thread adds workers concurrently: take a snapshot under the pool lock
+        workers = list(sb._pool._all)
+    worker_pids = {w.proc.pid for w in workers}
+    worker_pids |= {p for w in workers for p in pool_module._descendants(w.proc.pid)}  # bwrap init, server
+    uids = {w.uid for w in workers if w.uid is not None}
+    assert len(uids) == len(workers) or os.geteuid() != 0
     assert _pids_of_uids(uids)  # user processes exist (spares, the session and its child)...
     hostroot = sb._factory.hostroot
     sb.close()
