@@ -66,6 +66,8 @@ class GRPOConfig:
     save_every: int = 20
     keep_checkpoints: int = 2
     log_every: int = 1
+    export_hf: bool = True
+    """Write the final policy as a Hugging Face directory to run_dir/hf (for `jaxalign eval`, `chat`)."""
     save_trajectories_every: int = 5
     """Write a sample of trajectories (for `jaxalign view`) every this many steps."""
     seed: int = 0

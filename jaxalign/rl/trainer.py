@@ -86,8 +86,9 @@ class GRPOTrainer:
                                "max_tool_calls": stage.max_tool_calls})
         return RolloutEngine(self.sampler, self.tok, self.sandbox, cfg)
 
-    def _rollout(self, engine: RolloutEngine, stage_seed: int) -> tuple[list, list, list, dict]:
-        """Rolls out groups until enough carry signal (dynamic sampling); returns kept data."""
+    def _rollout(self, engine: RolloutEngine, stage_seed: int) -> tuple[list, list, list, list, dict]:
+        """Rolls out groups until enough carry signal (dynamic sampling): kept trajectories, advantages,
+        rewards, all groups' rewards, counts."""
         c, g = self.config, self.config.group_size
         kept_t, kept_a, kept_r, all_r, groups_seen = [], [], [], [], 0
         rounds = 1 + (c.max_refill_rounds if c.dynamic_sampling else 0)
@@ -112,13 +113,13 @@ class GRPOTrainer:
                 kept_t += trajs[k * g:(k + 1) * g]
                 kept_a += adv[k * g:(k + 1) * g].tolist()
                 kept_r += r.tolist()
-        return kept_t, kept_a, all_r, {"groups_seen": groups_seen, "groups_kept": len(kept_t) // g}
+        return kept_t, kept_a, kept_r, all_r, {"groups_seen": groups_seen, "groups_kept": len(kept_t) // g}
 
     # ------------------------------------------------------------------ one step
     def train_step(self, stage, engine: RolloutEngine) -> dict:
         t0 = time.perf_counter()
         engine.timings = dict.fromkeys(engine.timings, 0.0)
-        trajs, advs, all_rewards, info = self._rollout(engine, self.config.seed * 100003 + self.step)
+        trajs, advs, kept_rewards, all_rewards, info = self._rollout(engine, self.config.seed * 100003 + self.step)
         t_rollout = time.perf_counter() - t0
         rewards = np.concatenate(all_rewards) if all_rewards else np.zeros(0)
         metrics = {"reward": float(rewards.mean()) if rewards.size else 0.0,
@@ -135,7 +136,7 @@ class GRPOTrainer:
             "time_rollout_s": t_rollout, "time_train_s": time.perf_counter() - t0 - t_rollout,
             "sandbox_failures": float(self.sandbox.stats().get("sandbox_failures", 0)),
         })
-        self._last_trajs = list(zip(trajs, advs))
+        self._last_trajs = list(zip(trajs, advs, kept_rewards))
         return metrics
 
     def _update(self, trajs, advs) -> dict:
@@ -220,7 +221,10 @@ class GRPOTrainer:
             ckpt.wait()
             progress.close()
             logger.close()
-        return {"steps": self.step, "history": history}
+        out = {"steps": self.step, "history": history}
+        if c.export_hf and jax.process_index() == 0:
+            out["hf_dir"] = models.save_hf(self.policy(), os.path.join(c.run_dir, "hf"), tokenizer=self.tok)
+        return out
 
     def evaluate(self, stage=None, problems=None) -> dict:
         """Held-out evaluation with the current weights (greedy unless eval sampling is set)."""
@@ -232,9 +236,10 @@ class GRPOTrainer:
         path = os.path.join(self.config.run_dir, "trajectories", f"step_{self.step:06d}.jsonl")
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w") as f:
-            for t, a in self._last_trajs[:limit]:
+            for t, a, r in self._last_trajs[:limit]:
                 row = t.to_dict()
-                row.update(step=self.step, advantage=a, prompt=self.tok.decode(t.prompt_tokens))
+                row.update(step=self.step, advantage=a, reward=r, prompt=self.tok.decode(t.prompt_tokens),
+                           token_text=tokenizer.token_pieces(self.tok, t.tokens))
                 f.write(json.dumps(row) + "\n")
 
     def policy(self):
