@@ -30,7 +30,7 @@ test-fast: venv lint
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 demo: venv
-	$(VENV)/bin/jaxalign chat configs/chat/smollm2.yaml
+	$(VENV)/bin/jaxalign demo
 
 bench: venv
 	$(PY) scripts/bench_forward.py

@@ -1,0 +1,42 @@
+"""`jaxalign demo` end to end at a reduced size: data, tokenizer, SFT, GRPO, evaluation, report, ablation."""
+
+import dataclasses
+import json
+import os
+
+from jaxalign.cli.main import main
+from jaxalign.demo import DemoConfig
+
+
+def test_demo_pipeline_runs_at_reduced_size_with_the_ablation(tmp_path, capsys):
+    cfg = dataclasses.replace(DemoConfig().smaller(32), run_dir=str(tmp_path / "demo"), rl_max_response_tokens=64)
+    overrides = [f"{f.name}={json.dumps(getattr(cfg, f.name))}" for f in dataclasses.fields(cfg)
+                 if f.name != "model" and getattr(cfg, f.name) != getattr(DemoConfig(), f.name)]
+    assert main(["demo", *overrides, "--ablation"]) == 0
+    printed = capsys.readouterr().out
+    run = tmp_path / "demo"
+    summary = json.loads((run / "summary.json").read_text())
+    for key in ("sft_accuracy", "rl_accuracy", "tool_calls_per_traj", "minutes", "ablation"):
+        assert key in summary, key
+    assert set(summary["tool_calls_per_traj"]) == {"before", "after"}
+    assert set(summary["ablation"]) == {"dense", "sparse"}
+    assert 0.0 <= summary["sft_accuracy"] <= 1.0 and 0.0 <= summary["rl_accuracy"] <= 1.0
+    for style in ("dense", "sparse"):
+        assert (run / "data" / f"{style}.jsonl").stat().st_size > 0
+        assert (run / f"sft-{style}" / "hf" / "model.safetensors").exists()
+        assert (run / f"grpo-{style}" / "hf" / "model.safetensors").exists()
+        metrics = [json.loads(line) for line in (run / f"grpo-{style}" / "metrics.jsonl").read_text().splitlines()]
+        assert [m["step"] for m in metrics] == list(range(1, cfg.rl_steps + 1))
+        assert all("train/reward" in m and "train/tool_calls_per_traj" in m for m in metrics)
+        for name in (f"rl_{style}.png", f"sft_{style}.png"):
+            assert os.path.getsize(run / name) > 5000, name  # a rendered figure, not an empty file
+        before = json.loads((run / f"grpo-{style}" / "eval_before.json").read_text())
+        assert before["n_problems"] == cfg.eval_problems and before["k"] == cfg.eval_k
+    report = (run / "report.md").read_text()
+    assert "Ablation: dense vs sparse" in report and "![rl_dense.png](rl_dense.png)" in report
+    assert str(run / "report.md") in printed
+    # dense cold-start trajectories call the tool once per step; sparse ones once in all
+    dense = json.loads((run / "data" / "dense.jsonl").read_text().splitlines()[0])
+    sparse = json.loads((run / "data" / "sparse.jsonl").read_text().splitlines()[0])
+    calls = [sum(len(m.get("tool_calls") or []) for m in r["messages"]) for r in (dense, sparse)]
+    assert calls == [cfg.num_steps, 1]
