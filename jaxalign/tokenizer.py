@@ -109,3 +109,39 @@ def train_sentencepiece(texts, out_dir: str, *, vocab_size: int = 512, model_typ
     tok.chat_template = chat_template
     tok.save_pretrained(out_dir)
     return load(out_dir)
+
+
+def token_pieces(tok, ids, *, context: int = 4) -> list[str]:
+    """The text each token of `ids` adds, for display (the run viewer's loss-mask view).
+
+    Decoding a token alone loses what depends on its neighbours (a SentencePiece leading space,
+    the bytes of a multi-byte character), so piece i is decode(ids[s : i+1]) minus decode(ids[s : i])
+    with s = i - context, moved further left while the window starts inside a character. The token
+    that completes a multi-byte character shows it; tokens ending inside one show U+FFFD. Without
+    those U+FFFD the pieces join to `decode(ids)`.
+    """
+    ids = [int(i) for i in ids]
+    kw = {"skip_special_tokens": False, "clean_up_tokenization_spaces": False}
+    heads = [ids[max(0, i - context):i + 1] for i in range(len(ids))]
+    full = tok.batch_decode(heads, **kw) if ids else []
+    before = tok.batch_decode([h[:-1] for h in heads], **kw) if ids else []
+    pieces = [f[len(b):] if f.startswith(b) else f for f, b in zip(full, before)]
+    for i, p in enumerate(pieces):
+        if "\ufffd" not in p and full[i].startswith(before[i]):
+            continue
+        # Rare (split characters): widen the window until it starts cleanly; where token i completes a
+        # character, the prefix's trailing U+FFFD is not text (some decoders replace a whole invalid
+        # byte run, valid characters included, so shorter prefixes are tried too).
+        start = max(0, i - context)
+        while start > 0 and i - start < 8 * context and tok.decode(ids[start:i + 1], **kw).startswith("\ufffd"):
+            start -= 1
+        f, best = tok.decode(ids[start:i + 1], **kw), None
+        for k in range(i, start - 1, -1):  # the longest prefix of f that the tokens before i decode to
+            b = tok.decode(ids[start:k], **kw)
+            for cand in (b, b.rstrip("\ufffd")):
+                if f.startswith(cand) and (best is None or len(cand) > len(best)):
+                    best = cand
+            if f.startswith(b) and not b.endswith("\ufffd"):
+                break
+        pieces[i] = f[len(best):] if best is not None else tok.decode([ids[i]], **kw)
+    return pieces
