@@ -13,7 +13,8 @@ import numpy as np
 from flax import nnx
 
 from jaxalign import config as cfglib
-from jaxalign import models, sharding, tokenizer
+from jaxalign import distributed, models, sharding, tokenizer
+from jaxalign.distributed import DistributedConfig
 from jaxalign.models import ModelConfig
 from jaxalign.sft.batching import BatchOrder, batch_from, pack
 from jaxalign.sft.render import render_messages
@@ -69,8 +70,13 @@ class SFTConfig:
     keep_checkpoints: int = 3
     log_every: int = 10
     mesh: sharding.MeshConfig = sharding.MeshConfig()
+    """Training mesh over all devices of all hosts (rules: sharding.TRAIN_RULES)."""
+    distributed: DistributedConfig = DistributedConfig()
+    """Multi-host start-up (empty: one process, or the JAXALIGN_* environment variables)."""
     compute_dtype: Literal["float32", "bfloat16"] = "float32"
     """Activation dtype (parameters and optimizer state stay float32)."""
+    remat: Literal["none", "full", "dots"] | None = None
+    """Rematerialise each block in the backward pass (None: keep the model config's setting)."""
     export_hf: bool = True
     """Write the final model as a Hugging Face directory to run_dir/hf."""
 
@@ -111,10 +117,14 @@ def train_sft(config: SFTConfig, *, resume: bool = True) -> dict:
     from jaxalign.checkpoint import CheckpointManager
     from jaxalign.runlog import MetricsLogger, Progress, check_finite, format_metrics
 
+    distributed.initialize(config.distributed)  # before any device is touched
     os.makedirs(config.run_dir, exist_ok=True)
-    cfglib.dump(config, os.path.join(config.run_dir, "config.yaml"))
+    if distributed.is_main():
+        cfglib.dump(config, os.path.join(config.run_dir, "config.yaml"))
     tok = tokenizer.load(config.tokenizer or config.model)
     model = load_policy(config.model, config.init, config.compute_dtype, config.seed)
+    if config.remat is not None:
+        model = models.replace_config(model, remat=config.remat)
     rows, data_stats = prepare_rows(config, tok)
     order = BatchOrder(len(rows), config.batch_size, config.grad_accum, config.seed)
     total = config.epochs * order.steps_per_epoch
@@ -125,6 +135,8 @@ def train_sft(config: SFTConfig, *, resume: bool = True) -> dict:
     mesh = sharding.make_mesh(config.mesh)
     step_fn, state = compile_step(make_sft_step(graphdef, optimizer), init_train_state(params, optimizer), mesh,
                                   sharding.TRAIN_RULES)
+    # Every host renders the same rows (cheap, deterministic) but materialises only its own slice.
+    lo, hi = distributed.batch_rows(mesh, sharding.TRAIN_RULES, config.batch_size)
     ckpt = CheckpointManager(os.path.join(config.run_dir, "checkpoints"), keep=config.keep_checkpoints,
                              save_every=config.save_every)
     start_epoch = start_index = 0
@@ -143,7 +155,7 @@ def train_sft(config: SFTConfig, *, resume: bool = True) -> dict:
             step = int(state.step)
             if step >= total:
                 break
-            batch = batch_from(rows, idx)
+            batch = batch_from(rows, idx[:, lo:hi])
             state, metrics = step_fn(state, batch)
             step += 1
             tokens = int(batch["attention_mask"].sum())
@@ -168,8 +180,8 @@ def train_sft(config: SFTConfig, *, resume: bool = True) -> dict:
     summary = {"steps": int(state.step), "seconds": time.perf_counter() - t0, **data_stats,
                "final_loss": float(jax.device_get(metrics.get("loss", np.nan))) if metrics else None,
                "run_dir": config.run_dir}
-    final = nnx.merge(graphdef, jax.device_get(state.params))
-    if config.export_hf:
+    final = nnx.merge(graphdef, distributed.to_host(state.params))
+    if config.export_hf and distributed.is_main():
         summary["hf_dir"] = models.save_hf(final, os.path.join(config.run_dir, "hf"), tokenizer=tok)
     summary["model"] = final
     return summary

@@ -44,7 +44,8 @@ def compile_step(step: Callable, state: Any, mesh: Mesh, rules: Rules, *, batch_
     state shardings and the activation-constraint context active while tracing.
 
     Batch leaves are placed with their axis `batch_axis` (1 for SFT's [A, B, T], 0 for GRPO's
-    [B, T] and [B]) split over ("data", "fsdp"). Returns (compiled step, placed state).
+    [B, T] and [B]) split over ("data", "fsdp"). On several processes each passes only its own rows
+    (`jaxalign.distributed.batch_rows`). Returns (compiled step, placed state).
     """
     state_sh = tree_shardings(state, mesh, rules)
     # A copy, never an alias: the step donates its state, which must not delete the caller's arrays
@@ -58,9 +59,16 @@ def compile_step(step: Callable, state: Any, mesh: Mesh, rules: Rules, *, batch_
     jitted = jax.jit(traced, in_shardings=(state_sh, None), out_shardings=(state_sh, None),
                      donate_argnums=(0,) if donate else ())
 
+    def place(v):
+        if isinstance(v, jax.Array) and not v.is_fully_addressable:
+            return v  # already a global array (e.g. a previous jitted output)
+        sh = batch_sharding(mesh, rules, np.ndim(v), batch_axis)
+        if jax.process_count() == 1:
+            return jax.device_put(v, sh)
+        # Multi-host: `v` holds this process's rows only (see distributed.batch_rows).
+        return jax.make_array_from_process_local_data(sh, np.asarray(v))
+
     def run(s, batch):
-        placed_batch = {k: jax.device_put(v, batch_sharding(mesh, rules, np.ndim(v), batch_axis))
-                        for k, v in batch.items()}
-        return jitted(s, placed_batch)
+        return jitted(s, {k: place(v) for k, v in batch.items()})
 
     return run, placed

@@ -1,0 +1,103 @@
+"""Two processes on one machine (jax.distributed over a localhost coordinator, gloo CPU collectives)
+train like one process, and their checkpoint restores in one process."""
+
+import dataclasses
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from flax import nnx
+
+from jaxalign import config as cfglib
+from jaxalign import data, sharding, tokenizer
+from jaxalign.data.synthesis import synthesize_many
+from jaxalign.models import ModelConfig
+from jaxalign.sft.trainer import SFTConfig, SFTDataConfig, train_sft
+from jaxalign.tools import PythonSandbox
+from jaxalign.train import OptimConfig
+
+WORKER = os.path.join(os.path.dirname(__file__), "mp_sft_worker.py")
+MESH = sharding.MeshConfig(data=2, fsdp=2, tensor=2)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    d = tmp_path_factory.mktemp("mp")
+    problems = data.ArithmeticTask(num_steps=2, digits=3, seed=1).generate(12)
+    with PythonSandbox() as sb:
+        records = synthesize_many(problems, sb, "dense")
+    data.write_jsonl(d / "dense.jsonl", records)
+    texts = [m["content"] + "".join(c["arguments"]["code"] for c in m.get("tool_calls", []))
+             for r in records for m in r.to_dict()["messages"]]
+    tokenizer.train_sentencepiece(texts, str(d / "tok"), vocab_size=300)
+    return d
+
+
+def sft_config(d, run: str) -> SFTConfig:
+    tok = tokenizer.load(d / "tok")
+    return SFTConfig(init=ModelConfig.tiny(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_layers=2,
+                                           num_heads=4, num_kv_heads=2),
+                     tokenizer=str(d / "tok"),
+                     data=SFTDataConfig(trajectories=str(d / "dense.jsonl"), seq_len=384, packing=False),
+                     optim=OptimConfig(learning_rate=1e-3, warmup_fraction=0.0, schedule="constant"),
+                     batch_size=4, epochs=1, max_steps=3, save_every=3, log_every=1, run_dir=str(d / run),
+                     mesh=MESH, export_hf=False)
+
+
+def flat_params(model) -> dict[str, np.ndarray]:
+    return {"/".join(map(str, p)): np.asarray(v.get_value()) for p, v in nnx.to_flat_state(nnx.state(model))}
+
+
+def test_two_processes_train_like_one_and_restore_in_one(corpus):
+    d = corpus
+    out = d / "mp_params.npz"
+    spec = {"config": cfglib.to_dict(sft_config(d, "two")), "port": free_port(), "out": str(out)}
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    procs = [subprocess.Popen([sys.executable, WORKER, json.dumps(spec), str(i)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    logs = []
+    try:
+        for p in procs:
+            logs.append(p.communicate(timeout=300)[0])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for i, (p, log) in enumerate(zip(procs, logs)):
+        assert p.returncode == 0, f"process {i} failed:\n{log[-4000:]}"
+        assert f"process {i} of 2: 3 steps, 4/8 devices" in log
+    two = dict(np.load(out))
+
+    one = train_sft(sft_config(d, "one"))
+    assert one["steps"] == 3
+    ref = flat_params(one["model"])
+    assert set(ref) == set(two)
+    for k in ref:
+        np.testing.assert_allclose(two[k], ref[k], atol=2e-5, rtol=1e-5, err_msg=k)
+    init = flat_params(__import__("jaxalign.sft.trainer", fromlist=["load_policy"]).load_policy(
+        "", sft_config(d, "x").init, "float32", 0))
+    assert max(np.abs(ref[k] - init[k]).max() for k in ref) > 1e-3  # the steps really moved the weights
+
+    # Only process 0 logged; both wrote their part of the step-3 checkpoint.
+    assert sum(1 for _ in open(d / "two" / "metrics.jsonl")) == 3
+    assert sorted(os.listdir(d / "two" / "checkpoints")) == ["3"]
+
+    # The two-process checkpoint restores in one process, on a different mesh (1 device).
+    shutil.copytree(d / "two", d / "restored")
+    restored = train_sft(dataclasses.replace(sft_config(d, "restored"), mesh=sharding.MeshConfig(data=1, fsdp=1,
+                                                                                                  tensor=1)))
+    assert restored["steps"] == 3
+    got = flat_params(restored["model"])
+    for k in ref:
+        np.testing.assert_array_equal(got[k], two[k], err_msg=k)
