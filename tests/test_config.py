@@ -9,13 +9,15 @@ from jaxalign import config
 from jaxalign.cli.chat import ChatConfig
 from jaxalign.config import ConfigError
 from jaxalign.demo import DemoConfig
+from jaxalign.eval.run import EvalRunConfig
 from jaxalign.models import ModelConfig
 from jaxalign.rl.config import GRPOConfig
 from jaxalign.sft.trainer import SFTConfig
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # configs/<kind>/*.yaml mirror these dataclasses.
-KINDS = {"model": ModelConfig, "chat": ChatConfig, "sft": SFTConfig, "grpo": GRPOConfig, "demo": DemoConfig}
+KINDS = {"model": ModelConfig, "chat": ChatConfig, "sft": SFTConfig, "grpo": GRPOConfig, "demo": DemoConfig,
+         "eval": EvalRunConfig}
 
 
 def test_every_shipped_yaml_loads():
@@ -67,3 +69,12 @@ def test_model_config_validation():
         ModelConfig.tiny(num_heads=6, num_kv_heads=4)
     assert ModelConfig.tiny(hidden_size=64, num_heads=4).head_dim == 16
     assert ModelConfig.qwen3_4b().num_params() == 4_022_468_096
+
+
+def test_exponent_floats_without_a_dot_are_numbers():
+    """PyYAML reads `3e-4` as a string (YAML 1.1); float fields accept it, other strings still fail."""
+    from jaxalign.demo import DemoConfig
+
+    assert config.from_dict(DemoConfig, config.apply_overrides({}, ["rl_lr=3e-4"])).rl_lr == 3e-4
+    with pytest.raises(ConfigError, match="rl_lr: expected a number, got 'fast'"):
+        config.from_dict(DemoConfig, {"rl_lr": "fast"})

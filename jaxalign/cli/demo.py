@@ -19,7 +19,10 @@ def run(args) -> int:
     from jaxalign import config as cfg
     from jaxalign.demo import DemoConfig, run_demo
 
-    config = cfg.load(DemoConfig, args.config, args.overrides)
+    path, overrides = args.config, list(args.overrides)
+    if path is not None and "=" in path and not path.endswith((".yaml", ".yml")):
+        path, overrides = None, [path, *overrides]  # `jaxalign demo key=value ...`: no config file given
+    config = cfg.load(DemoConfig, path, overrides)
     if args.ablation:
         config = dataclasses.replace(config, ablation=True)
     summary = run_demo(config)

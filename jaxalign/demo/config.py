@@ -60,4 +60,4 @@ class DemoConfig:
                                    eval_problems=max(8, self.eval_problems // factor),
                                    sft_epochs=max(1, self.sft_epochs // factor),
                                    rl_steps=max(2, self.rl_steps // factor), rl_prompts_per_step=4, rl_group_size=4,
-                                   eval_k=2)
+                                   sft_batch_size=4, eval_k=2)

@@ -9,13 +9,16 @@ from jaxalign.demo.config import DemoConfig
 
 
 def _plots(cfg: DemoConfig, arms: dict) -> list[str]:
-    from jaxalign.runlog import plot_metrics
+    from jaxalign.runlog import plot_metrics, read_metrics
 
     out = []
     for style, arm in arms.items():
         rl = arm["run_dir"]
-        path = plot_metrics(rl, ["train/reward", "train/tool_calls_per_traj", "train/response_tokens",
-                                 "train/entropy"], os.path.join(cfg.run_dir, f"rl_{style}.png"),
+        logged = {k for row in read_metrics(rl) for k in row}
+        # entropy exists only for steps that trained (a step whose groups all tie has no update)
+        keys = [k for k in ("train/reward", "train/tool_calls_per_traj", "train/response_tokens", "train/entropy")
+                if k in logged]
+        path = plot_metrics(rl, keys, os.path.join(cfg.run_dir, f"rl_{style}.png"),
                             title=f"GRPO ({style} cold start): reward and tool calls per step")
         out.append(path)
         sft_dir = arm["sft"]["run_dir"]

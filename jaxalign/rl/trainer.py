@@ -90,7 +90,7 @@ class GRPOTrainer:
         """Rolls out groups until enough carry signal (dynamic sampling): kept trajectories, advantages,
         rewards, all groups' rewards, counts."""
         c, g = self.config, self.config.group_size
-        kept_t, kept_a, kept_r, all_r, groups_seen = [], [], [], [], 0
+        kept_t, kept_a, kept_r, all_r, seen_t, groups_seen = [], [], [], [], [], 0
         rounds = 1 + (c.max_refill_rounds if c.dynamic_sampling else 0)
         for rnd in range(rounds):
             need = c.prompts_per_step - len(kept_t) // g
@@ -100,6 +100,7 @@ class GRPOTrainer:
             prompts = [problem_prompt(self.train_problems[i].question, self.tok, c.system_prompt)
                        for i in idx for _ in range(g)]
             trajs = engine.run(prompts, seed=stage_seed * 1000 + rnd)
+            seen_t += trajs
             rewards = np.array([self.reward_fn(t.final_text or t.text, self.train_problems[i].answer)
                                 for t, i in zip(trajs, [i for i in idx for _ in range(g)])], np.float32)
             adv = np.asarray(group_advantages(rewards, g, std=c.advantage_std))
@@ -113,7 +114,16 @@ class GRPOTrainer:
                 kept_t += trajs[k * g:(k + 1) * g]
                 kept_a += adv[k * g:(k + 1) * g].tolist()
                 kept_r += r.tolist()
-        return kept_t, kept_a, kept_r, all_r, {"groups_seen": groups_seen, "groups_kept": len(kept_t) // g}
+        info = {"groups_seen": groups_seen, "groups_kept": len(kept_t) // g}
+        if seen_t:  # rollout statistics over every trajectory sampled this step, kept or not
+            info.update({
+                "tool_calls_per_traj": float(np.mean([t.tool_calls for t in seen_t])),
+                "tool_errors_per_traj": float(np.mean([t.tool_errors for t in seen_t])),
+                "tool_timeouts_per_traj": float(np.mean([t.tool_timeouts for t in seen_t])),
+                "response_tokens": float(np.mean([len(t.tokens) for t in seen_t])),
+                "token_budget_frac": float(np.mean([t.finish_reason == "token_budget" for t in seen_t])),
+            })
+        return kept_t, kept_a, kept_r, all_r, info
 
     # ------------------------------------------------------------------ one step
     def train_step(self, stage, engine: RolloutEngine) -> dict:
@@ -128,10 +138,6 @@ class GRPOTrainer:
             metrics.update(self._update(trajs, advs))
             self.sampler.update(self.state.params)
         metrics.update({
-            "tool_calls_per_traj": float(np.mean([t.tool_calls for t in trajs])) if trajs else 0.0,
-            "tool_errors_per_traj": float(np.mean([t.tool_errors for t in trajs])) if trajs else 0.0,
-            "tool_timeouts_per_traj": float(np.mean([t.tool_timeouts for t in trajs])) if trajs else 0.0,
-            "response_tokens": float(np.mean([len(t.tokens) for t in trajs])) if trajs else 0.0,
             "time_generate_s": engine.timings["generate_s"], "time_tools_s": engine.timings["tool_s"],
             "time_rollout_s": t_rollout, "time_train_s": time.perf_counter() - t0 - t_rollout,
             "sandbox_failures": float(self.sandbox.stats().get("sandbox_failures", 0)),
