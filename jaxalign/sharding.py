@@ -189,3 +189,43 @@ def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
     mesh, rules = ctx
     spec = logical_to_spec(axes, rules, x.shape, mesh)
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+
+
+# ---------------------------------------------------------------------------- resharding
+def reshard(tree: Any, shardings: Any) -> Any:
+    """Moves every array of `tree` to the matching sharding of `shardings` (another mesh or table).
+
+    This is how the RL loop hands training parameters (FSDP layout on the training mesh) to the
+    sampler (rollout layout, possibly on another mesh). On one process it is a plain transfer. When
+    the source spans several processes and the target is this host's own mesh (each host rolls out
+    on its own devices), the source is first re-laid out on its own mesh with the target's spec, so
+    every host already holds the pieces it needs (no host ever gathers the full model unless the
+    target's tensor split does not exist within one host, in which case it falls back to that).
+    """
+    if jax.process_count() == 1:
+        return jax.device_put(tree, shardings, may_alias=False)
+    return jax.tree.map(_reshard_leaf, tree, shardings)
+
+
+def _reshard_leaf(x: jax.Array, target: NamedSharding) -> jax.Array:
+    if x.is_fully_addressable or not target.is_fully_addressable:
+        if not x.is_fully_addressable and set(x.sharding.device_set) == set(target.device_set):
+            return jax.jit(lambda a: a, out_shardings=target)(x)
+        return jax.device_put(x, target, may_alias=False)
+    src_mesh = x.sharding.mesh
+    try:
+        staged = jax.jit(lambda a: a, out_shardings=NamedSharding(src_mesh, target.spec))(x)
+    except ValueError:  # the target spec does not divide on the source mesh
+        staged = None
+    wanted = target.addressable_devices_indices_map(x.shape)
+    if staged is not None:
+        by_index = {_index_key(s.index, x.shape): s.data for s in staged.addressable_shards}
+        if all(_index_key(idx, x.shape) in by_index for idx in wanted.values()):
+            pieces = [jax.device_put(by_index[_index_key(idx, x.shape)], d) for d, idx in wanted.items()]
+            return jax.make_array_from_single_device_arrays(x.shape, target, pieces)
+    full = jax.jit(lambda a: a, out_shardings=NamedSharding(src_mesh, PartitionSpec()))(x).addressable_data(0)
+    return jax.device_put(full, target)
+
+
+def _index_key(index: tuple, shape: Sequence[int]) -> tuple:
+    return tuple(sl.indices(n)[:2] for sl, n in zip(index, shape))
