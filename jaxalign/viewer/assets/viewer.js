@@ -196,14 +196,14 @@
     }
     DATA.trajectories.forEach(function (t, i) { t.idx = i; });
     var f = {};
-    var num = function (id, label) { f[id] = el("input", { type: "number", step: "any", id: "f-" + id, oninput: update }); return el("label", {}, [label, f[id]]); };
+    var num = function (id, label) { f[id] = el("input", { type: "number", step: "any", id: "f-" + id, oninput: update, onchange: update }); return el("label", {}, [label, f[id]]); };
     f.error = el("select", { id: "f-error", onchange: update }, [["any", "any"], ["failed", "error or timeout"], ["error", "error"],
       ["timeout", "timeout"], ["clean", "no error"]].map(function (o) { return el("option", { value: o[0] }, o[1]); }));
     var steps = [];
     DATA.trajectories.forEach(function (t) { if (steps.indexOf(t.step) < 0) steps.push(t.step); });
     f.step = el("select", { id: "f-step", onchange: update }, [el("option", { value: "" }, "all")].concat(
       steps.map(function (s) { return el("option", { value: String(s) }, String(s)); })));
-    f.text = el("input", { type: "search", id: "f-text", placeholder: "text contains", oninput: update });
+    f.text = el("input", { type: "search", id: "f-text", placeholder: "text contains", oninput: update, onchange: update });
     var filters = el("div", { class: "filters" }, [num("rmin", "reward \u2265"), num("rmax", "reward \u2264"),
       num("cmin", "tool calls \u2265"), num("cmax", "tool calls \u2264"), el("label", {}, ["errors", f.error]),
       el("label", {}, ["step", f.step]), el("label", {}, ["search", f.text])]);
