@@ -285,6 +285,14 @@
     return turn.ok === false ? "error" : "ok";
   }
 
+  /* Control characters as visible symbols (U+2400 block), newlines as a return mark plus the break. */
+  function visible(piece) {
+    if (piece === "") return "\u2205";
+    return piece.replace(/[\x00-\x08\x0b-\x1f\x7f]/g, function (c) {
+      return String.fromCharCode(c === "\x7f" ? 0x2421 : 0x2400 + c.charCodeAt(0));
+    }).replace(/\n/g, "\u21b5\n");
+  }
+
   function tokenView(t) {
     var box = el("div", { class: "tokens", id: "token-view" }, []), pos = 0;
     t.turns.forEach(function (turn, ti) {
@@ -294,7 +302,7 @@
         var lp = t.logprobs[i];
         box.appendChild(el("span", { class: "tok m" + (m ? 1 : 0), title: "token " + i + " \u00b7 id " + t.tokens[i] +
           " \u00b7 " + (m ? "trained (mask 1)" : "not trained (mask 0)") + (m && lp !== null && lp !== undefined ? " \u00b7 logp " + fmt(lp, 3) : "") },
-          piece === "" ? "\u2205" : piece));
+          visible(piece)));
       }
       pos += turn.tokens || 0;
     });
@@ -320,7 +328,7 @@
             el("span", { class: "badge " + st }, st)]),
           el("div", { class: "body" }, [el("div", { class: "label" }, "code"), el("pre", { class: "code" }, String(turn.code || "")),
             el("div", { class: "label" }, "output"), el("pre", { class: "output " + st }, String(turn.output || "")),
-            turn.error ? el("div", { class: "label" }, "error: " + turn.error) : null])]));
+            turn.error ? el("div", { class: "errmsg" }, "error: " + turn.error) : null])]));
       } else {
         turns.appendChild(el("div", { class: "turn policy" }, [
           el("div", { class: "head" }, "Assistant \u00b7 " + (turn.tokens || 0) + " tokens (trained)"),
@@ -369,6 +377,8 @@
     if (side.tokens) {
       parts.push(el("div", { class: "label" }, "token rewards (endogenous)"));
       parts.push(coloured(side.tokens, side.token_rewards, tScale, "mono", false));
+      var total = side.token_rewards.reduce(function (a, v) { return a + (v === null ? 0 : v); }, 0);
+      parts.push(el("div", { class: "count" }, side.tokens.length + " tokens, sum of token rewards " + fmt(total, 4)));
     }
     return el("div", { class: "card rm-side" }, parts);
   }
