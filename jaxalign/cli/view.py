@@ -16,8 +16,8 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def serve(path: str, port: int = 8000) -> None:
-    """Serves the single file `path` on 127.0.0.1:`port` until interrupted (nothing else is reachable)."""
+def make_server(path: str, port: int = 8000):
+    """An HTTP server on 127.0.0.1:`port` (0: any free port) answering only with the file `path`."""
     import http.server
 
     page = open(path, "rb").read()
@@ -33,7 +33,15 @@ def serve(path: str, port: int = 8000) -> None:
             self.end_headers()
             self.wfile.write(page)
 
-    with http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler) as server:
+        def log_message(self, format, *args):  # noqa: A002 (http.server's signature); quiet
+            pass
+
+    return http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+
+
+def serve(path: str, port: int = 8000) -> None:
+    """Serves the single file `path` on 127.0.0.1:`port` until interrupted (nothing else is reachable)."""
+    with make_server(path, port) as server:
         print(f"serving {path} at http://127.0.0.1:{server.server_address[1]}/ (Ctrl-C to stop)", flush=True)
         try:
             server.serve_forever()

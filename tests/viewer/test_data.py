@@ -104,3 +104,25 @@ def test_cli_writes_the_page(grpo_run, tmp_path, capsys):
     empty.mkdir()
     with pytest.raises(ValueError, match="no metrics.jsonl"):
         write_report(empty)
+
+
+def test_serve_answers_only_with_the_page(grpo_run, tmp_path):
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from jaxalign.cli.view import make_server
+
+    path = write_report(grpo_run, tmp_path / "page.html")
+    with make_server(path, port=0) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            url = f"http://127.0.0.1:{server.server_address[1]}"
+            with urllib.request.urlopen(url + "/", timeout=10) as r:
+                assert r.status == 200 and r.read() == open(path, "rb").read()
+            with pytest.raises(urllib.error.HTTPError, match="404"):
+                urllib.request.urlopen(url + "/../config.yaml", timeout=10)
+        finally:
+            server.shutdown()
+            thread.join(timeout=10)

@@ -158,3 +158,19 @@ def test_trajectory_text_cannot_run_script(browser, grpo_run, tmp_path):
     assert browser.find_elements(By.TAG_NAME, "img") == []
     assert len(browser.find_elements(By.TAG_NAME, "script")) == 2
     assert console_errors(browser) == []  # no blocked inline script or handler either (CSP would log it)
+
+
+def test_metrics_only_run(browser, tmp_path):
+    """An SFT-style run (metrics from the real logger, no trajectories or reward maps) still renders."""
+    from jaxalign.runlog import MetricsLogger
+
+    with MetricsLogger(tmp_path / "sft", tensorboard=False) as log:
+        for step in range(1, 6):
+            log.log(step, {"loss": 2.0 / step, "grad_norm": 1.0, "tokens_per_s": 100.0 * step, "lr": float("nan")})
+    open_page(browser, write_report(tmp_path / "sft"))
+    assert console_errors(browser) == []
+    charts = browser.find_elements(By.CSS_SELECTOR, "#panel-metrics > .grid h3")
+    assert [h.text for h in charts] == ["Loss", "Gradient norm"]
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#panel-metrics details .metric-chart")) == 1  # tokens_per_s
+    browser.find_element(By.ID, "tab-trajectories").click()
+    assert "No trajectories" in browser.find_element(By.ID, "panel-trajectories").text
