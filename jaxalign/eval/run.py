@@ -81,7 +81,8 @@ def run_eval(config: EvalRunConfig) -> dict:
     tok = tokenizer.load(config.tokenizer or config.model)
     model = models.load(config.model, dtype="float32", compute_dtype=config.compute_dtype)
     results = {}
-    with PythonSandbox(timeout_s=config.sandbox_timeout_s, workers=config.sandbox_workers) as sandbox:
+    with PythonSandbox(timeout_s=config.sandbox_timeout_s, workers=config.sandbox_workers,
+                       max_idle_workers=max(2 * config.sandbox_workers, config.eval.batch_size)) as sandbox:
         engine = RolloutEngine(Sampler(model, tok), tok, sandbox, config.rollout)
         for s in config.sets:
             problems = problems_of(s)

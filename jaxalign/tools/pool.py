@@ -204,8 +204,10 @@ class WorkerPool:
     worker is left, from the thread that needs one.
     """
 
-    def __init__(self, spawn: Callable[[], Worker], target_idle: int, stats: SandboxStats) -> None:
+    def __init__(self, spawn: Callable[[], Worker], target_idle: int, stats: SandboxStats,
+                 max_idle: int | None = None) -> None:
         self._spawn, self._target, self._stats = spawn, target_idle, stats
+        self._max_idle = 2 * target_idle if max_idle is None else max_idle
         self._cond = threading.Condition()
         self._idle: list[Worker] = []
         self._all: set[Worker] = set()
@@ -282,7 +284,7 @@ class WorkerPool:
                 broken = True
         broken = broken or not worker.alive
         with self._cond:
-            keep = not broken and not self._closed and len(self._idle) < 2 * self._target
+            keep = not broken and not self._closed and len(self._idle) < self._max_idle
             if keep:
                 self._idle.append(worker)
             else:

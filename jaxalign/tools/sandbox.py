@@ -153,13 +153,17 @@ class PythonSandbox:
         failure_window: number of recent calls the failure rate is computed over.
         seccomp: install the seccomp filter (no sockets but AF_UNIX, no ptrace, no namespaces).
         start_timeout_s: how long a worker may take to start before it counts as a failure.
+        max_idle_workers: released workers (reset, not restarted) kept warm up to this many; default
+            max(2 * workers, 128). A rollout holds one session per live trajectory, so keeping as many
+            warm workers as trajectories per batch saves a process start per trajectory.
     """
 
     def __init__(self, timeout_s: float = 5.0, memory_mb: int = 512, max_output_chars: int = 8192,
                  backend: str = "auto", workers: int = 2, max_sandbox_failure_rate: float = 0.5,
                  min_calls_before_failing: int = 20, *, disk_mb: int = 64, max_procs: int = 64,
                  max_open_files: int = 256, python: str | None = None, preload: Sequence[str] = (),
-                 failure_window: int = 200, seccomp: bool = True, start_timeout_s: float = 30.0) -> None:
+                 failure_window: int = 200, seccomp: bool = True, start_timeout_s: float = 30.0,
+                 max_idle_workers: int | None = None) -> None:
         if timeout_s <= 0 or memory_mb < 32 or max_output_chars < 1 or workers < 1 or disk_mb < 1:
             raise ValueError("timeout_s, memory_mb (>= 32), max_output_chars, workers and disk_mb must be positive")
         if not 0.0 <= max_sandbox_failure_rate <= 1.0 or min_calls_before_failing < 1 or failure_window < 1:
@@ -175,7 +179,10 @@ class PythonSandbox:
                "env": backends.worker_env(python), "expose": backends.python_paths(python), "preload": list(preload)}
         self._stats = SandboxStats(max_sandbox_failure_rate, min_calls_before_failing, failure_window)
         self._factory = _WorkerFactory(self.backend, python, cfg, start_timeout_s)
-        self._pool = WorkerPool(self._factory, workers, self._stats)
+        max_idle = max(2 * workers, 128) if max_idle_workers is None else max_idle_workers
+        if max_idle < workers:
+            raise ValueError(f"max_idle_workers ({max_idle}) must be >= workers ({workers})")
+        self._pool = WorkerPool(self._factory, workers, self._stats, max_idle=max_idle)
         self._slots = threading.BoundedSemaphore(workers)
         self._limit = 24 * max_output_chars + (1 << 20)  # JSON-escaped output of both streams
         self._executors: list[concurrent.futures.Executor] = []

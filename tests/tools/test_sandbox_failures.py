@@ -163,3 +163,23 @@ def test_workers_die_with_the_interpreter(ending: str) -> None:
     assert pids, out.stderr
     assert not _wait_gone(pids)
     assert not _wait_gone(_pids_of_uids(uids))
+
+
+def test_released_session_workers_are_reused_up_to_max_idle():
+    """A batch of concurrent sessions leaves its workers warm: the next batch starts no new process."""
+    with PythonSandbox(timeout_s=5, workers=2, max_idle_workers=12) as sb:
+        for _ in range(2):
+            sessions = [sb.session() for _ in range(10)]
+            assert [s.run(f"x = {i}\nprint(x * 2)").stdout for i, s in enumerate(sessions)] == \
+                [f"{2 * i}\n" for i in range(10)]
+            for s in sessions:
+                s.close()
+            if _ == 0:
+                started = sb.stats()["workers_started"]
+        # second batch: the ten are reused (state reset); at most the refill thread's 2 spares are new
+        assert sb.stats()["workers_started"] - started <= 2
+        s = sb.session()
+        assert s.run("print('x' in dir())").stdout == "False\n"  # a reused worker forgot the old session
+        s.close()
+    with pytest.raises(ValueError, match="max_idle_workers"):
+        PythonSandbox(workers=4, max_idle_workers=2)
