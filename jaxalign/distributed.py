@@ -124,15 +124,20 @@ def batch_rows(mesh: Mesh, rules, global_rows: int) -> tuple[int, int]:
     return lo, hi
 
 
-def global_batch(local: np.ndarray, mesh: Mesh, rules, *, batch_axis: int, global_rows: int) -> jax.Array:
+def global_batch(local: np.ndarray, mesh: Mesh, rules, *, batch_axis: int,
+                 global_rows: int | None = None) -> jax.Array:
     """A global batch array from this process's rows (`batch_rows`) along `batch_axis`.
 
     On one process this is a plain placement; on several, no host ever holds the whole batch.
+    `global_rows` defaults to what the mesh implies (rows split evenly over the hosts' devices).
     """
     sh = _batch_spec_sharding(mesh, rules, np.ndim(local), batch_axis)
-    shape = list(np.shape(local))
-    shape[batch_axis] = global_rows
-    return jax.make_array_from_process_local_data(sh, np.asarray(local), tuple(shape))
+    shape = None
+    if global_rows is not None:
+        shape = list(np.shape(local))
+        shape[batch_axis] = global_rows
+        shape = tuple(shape)
+    return jax.make_array_from_process_local_data(sh, np.asarray(local), shape)
 
 
 def local_rows(x: jax.Array, batch_axis: int = 0) -> np.ndarray:
@@ -159,8 +164,19 @@ def sum_over_processes(values: dict[str, float]) -> dict[str, float]:
     if jax.process_count() == 1:
         return dict(values)
     keys = sorted(values)
-    gathered = multihost_utils.process_allgather(np.asarray([values[k] for k in keys], np.float64))
+    gathered = multihost_utils.process_allgather(np.asarray([values[k] for k in keys], np.float32))
     return dict(zip(keys, np.asarray(gathered).reshape(jax.process_count(), -1).sum(0).tolist()))
+
+
+def gather_lists(values: list[float]) -> list[list[float]]:
+    """Every process's list of numbers (lengths may differ), in process order; every process must call it."""
+    if jax.process_count() == 1:
+        return [list(values)]
+    sizes = np.asarray(multihost_utils.process_allgather(np.asarray([len(values)], np.int32))).reshape(-1)
+    padded = np.zeros(max(int(sizes.max()), 1), np.float32)
+    padded[:len(values)] = values
+    got = np.asarray(multihost_utils.process_allgather(padded)).reshape(len(sizes), -1)
+    return [got[i, :n].tolist() for i, n in enumerate(sizes)]
 
 
 def sync(name: str) -> None:

@@ -20,7 +20,7 @@ def trajectory_rows(trajs: Sequence[Trajectory], advantages: Sequence[float], *,
     """
     if len(trajs) > rows:
         raise ValueError(f"{len(trajs)} trajectories do not fit {rows} rows")
-    t_len = bucket(max(len(t.prompt_tokens) + len(t.tokens) for t in trajs), minimum=min_len)
+    t_len = bucket(max((len(t.prompt_tokens) + len(t.tokens) for t in trajs), default=1), minimum=min_len)
     out = {
         "input_ids": np.full((rows, t_len), pad_id, np.int32),
         "attention_mask": np.zeros((rows, t_len), np.int32),

@@ -8,6 +8,7 @@ from typing import Literal
 from jaxalign import sharding
 from jaxalign.data.synthesis import SYSTEM_PROMPT
 from jaxalign.data.tasks import TaskConfig
+from jaxalign.distributed import DistributedConfig
 from jaxalign.eval.evaluate import EvalConfig
 from jaxalign.rl.step import GRPOLossConfig
 from jaxalign.rollout.types import RolloutConfig
@@ -72,7 +73,17 @@ class GRPOConfig:
     """Write a sample of trajectories (for `jaxalign view`) every this many steps."""
     seed: int = 0
     mesh: sharding.MeshConfig = sharding.MeshConfig()
+    """Policy training mesh over all devices of all hosts (rules: sharding.TRAIN_RULES)."""
+    rollout_mesh: sharding.MeshConfig | None = None
+    """Sampler mesh over each host's own devices (rules: ROLLOUT_RULES); None: all of them, with the
+    training mesh's tensor size. See jaxalign.rl.placement."""
+    reference_mesh: sharding.MeshConfig | None = None
+    """Mesh of the frozen reference policy (KL penalty only); None: the training mesh."""
+    distributed: DistributedConfig = DistributedConfig()
+    """Multi-host start-up (empty: one process, or the JAXALIGN_* environment variables)."""
     compute_dtype: Literal["float32", "bfloat16"] = "float32"
+    remat: Literal["none", "full", "dots"] | None = None
+    """Rematerialise each block in the backward pass (None: keep the model config's setting)."""
 
     def __post_init__(self):
         if self.group_size < 2 and self.advantage_std == "unbiased":

@@ -19,17 +19,18 @@ import numpy as np
 from flax import nnx
 
 from jaxalign import config as cfglib
-from jaxalign import models, sharding, tokenizer
+from jaxalign import distributed, models, sharding, tokenizer
 from jaxalign.data.tasks import load_task
 from jaxalign.eval.evaluate import evaluate
 from jaxalign.rewards.verify import get_reward
 from jaxalign.rl.batch import trajectory_rows
 from jaxalign.rl.config import GRPOConfig
 from jaxalign.rl.grpo import group_advantages
+from jaxalign.rl.placement import Placement
 from jaxalign.rl.step import make_grpo_step, make_logprob_fn
 from jaxalign.rollout.engine import RolloutEngine
 from jaxalign.rollout.prompts import problem_prompt
-from jaxalign.sampling.sampler import Sampler
+from jaxalign.sampling.sampler import Sampler, bucket
 from jaxalign.sft.step import init_train_state
 from jaxalign.train.optim import decay_mask, make_optimizer
 from jaxalign.train.run import compile_step, tree_shardings
@@ -44,23 +45,37 @@ class GRPOTrainer:
         from jaxalign.tools import PythonSandbox
 
         self.config = c = config
+        distributed.initialize(c.distributed)  # before any device is touched
+        if c.prompts_per_step % jax.process_count():
+            raise ValueError(f"prompts_per_step={c.prompts_per_step} must split over {jax.process_count()} hosts")
+        self.prompts_per_host = c.prompts_per_step // jax.process_count()
         os.makedirs(c.run_dir, exist_ok=True)
-        cfglib.dump(c, os.path.join(c.run_dir, "config.yaml"))
+        if distributed.is_main():
+            cfglib.dump(c, os.path.join(c.run_dir, "config.yaml"))
         self.tok = tokenizer.load(c.tokenizer or c.model)
         model = models.load(c.model, dtype="float32", compute_dtype=c.compute_dtype)
+        if c.remat is not None:
+            model = models.replace_config(model, remat=c.remat)
         self.graphdef, params = nnx.split(model)
         self.stages = c.schedule()
         total = sum(s.steps for s in self.stages) * c.mini_batches
         self.optimizer = make_optimizer(c.optim, total, mask=decay_mask(params))
-        self.mesh = sharding.make_mesh(c.mesh)
+        self.placement = Placement(c.mesh, c.rollout_mesh, c.reference_mesh)
+        log.info("GRPO placement: %s", self.placement.describe())
+        self.mesh = self.placement.train_mesh
         self.step_fn, self.state = compile_step(make_grpo_step(self.graphdef, self.optimizer, c.loss),
                                                 init_train_state(params, self.optimizer), self.mesh,
                                                 sharding.TRAIN_RULES, batch_axis=0)
         params_sh = tree_shardings(params, self.mesh, sharding.TRAIN_RULES)
         self.logprob_fn = jax.jit(make_logprob_fn(self.graphdef), in_shardings=(params_sh, None))
-        self.ref_params = jax.device_put(params, params_sh, may_alias=False) if c.loss.kl_coef else None
-        self.sampler = Sampler(model, self.tok)
-        self.sandbox = PythonSandbox(timeout_s=c.sandbox_timeout_s, workers=c.sandbox_workers)
+        self.ref_params = self.placement.to_reference(params) if c.loss.kl_coef else None
+        self.ref_logprob_fn = jax.jit(make_logprob_fn(self.graphdef))  # follows the reference mesh
+        # The sampler reads weights in the rollout layout on this host's rollout mesh.
+        self.sampler = Sampler(nnx.merge(self.graphdef, self.placement.to_rollout(params)), self.tok)
+        # one session (worker) per live trajectory: keep a batch's worth warm between steps
+        self.sandbox = PythonSandbox(timeout_s=c.sandbox_timeout_s, workers=c.sandbox_workers,
+                                     max_idle_workers=max(2 * c.sandbox_workers, c.prompts_per_step * c.group_size,
+                                                          c.eval.batch_size))
         self.reward_fn = get_reward(c.reward)
         self.train_problems, self.eval_problems = load_task(c.task)
         self.pool = list(range(len(self.train_problems)))
@@ -93,22 +108,29 @@ class GRPOTrainer:
         kept_t, kept_a, kept_r, all_r, seen_t, groups_seen = [], [], [], [], [], 0
         rounds = 1 + (c.max_refill_rounds if c.dynamic_sampling else 0)
         for rnd in range(rounds):
-            need = c.prompts_per_step - len(kept_t) // g
-            if need <= 0:
+            # Every host draws the same prompts from the shared order and rolls out its own share
+            # (its own sampler and sandbox pool), so the order and `solved_all` stay identical.
+            needs = [int(n[0]) for n in distributed.gather_lists([max(self.prompts_per_host - len(kept_t) // g, 0)])]
+            if sum(needs) == 0:
                 break
-            idx = self._next_problems(need)
+            drawn = self._next_problems(sum(needs))
+            start = sum(needs[:jax.process_index()])
+            idx = drawn[start:start + needs[jax.process_index()]]
             prompts = [problem_prompt(self.train_problems[i].question, self.tok, c.system_prompt)
                        for i in idx for _ in range(g)]
-            trajs = engine.run(prompts, seed=stage_seed * 1000 + rnd)
+            seed = (stage_seed * 1000 + rnd) * jax.process_count() + jax.process_index()
+            trajs = engine.run(prompts, seed=seed) if prompts else []
             seen_t += trajs
             rewards = np.array([self.reward_fn(t.final_text or t.text, self.train_problems[i].answer)
                                 for t, i in zip(trajs, [i for i in idx for _ in range(g)])], np.float32)
-            adv = np.asarray(group_advantages(rewards, g, std=c.advantage_std))
-            for k, i in enumerate(idx):
+            adv = np.asarray(group_advantages(rewards, g, std=c.advantage_std)) if idx else rewards
+            solved = [float(rewards[k * g:(k + 1) * g].min() == 1.0) for k in range(len(idx))]
+            for i, flag in zip(drawn, (f for host in distributed.gather_lists(solved) for f in host)):
+                self.solved_all[self.train_problems[i].id] = bool(flag)
+            for k in range(len(idx)):
                 r = rewards[k * g:(k + 1) * g]
                 groups_seen += 1
                 all_r.append(r)
-                self.solved_all[self.train_problems[i].id] = bool(r.min() == 1.0)
                 if c.dynamic_sampling and r.max() == r.min():
                     continue
                 kept_t += trajs[k * g:(k + 1) * g]
@@ -132,11 +154,16 @@ class GRPOTrainer:
         trajs, advs, kept_rewards, all_rewards, info = self._rollout(engine, self.config.seed * 100003 + self.step)
         t_rollout = time.perf_counter() - t0
         rewards = np.concatenate(all_rewards) if all_rewards else np.zeros(0)
-        metrics = {"reward": float(rewards.mean()) if rewards.size else 0.0,
-                   "accuracy": float((rewards == 1).mean()) if rewards.size else 0.0, **info}
-        if trajs:
+        # Counts over all hosts (each host saw only its own groups).
+        tot = distributed.sum_over_processes({"n": rewards.size, "sum": float(rewards.sum()),
+                                              "correct": float((rewards == 1).sum()), "kept": len(trajs),
+                                              "groups_seen": info["groups_seen"], "groups_kept": info["groups_kept"]})
+        info.update(groups_seen=int(tot["groups_seen"]), groups_kept=int(tot["groups_kept"]))
+        metrics = {"reward": tot["sum"] / tot["n"] if tot["n"] else 0.0,
+                   "accuracy": tot["correct"] / tot["n"] if tot["n"] else 0.0, **info}
+        if tot["kept"]:
             metrics.update(self._update(trajs, advs))
-            self.sampler.update(self.state.params)
+            self.sampler.update(self.placement.to_rollout(self.state.params))
         metrics.update({
             "time_generate_s": engine.timings["generate_s"], "time_tools_s": engine.timings["tool_s"],
             "time_rollout_s": t_rollout, "time_train_s": time.perf_counter() - t0 - t_rollout,
@@ -147,19 +174,22 @@ class GRPOTrainer:
 
     def _update(self, trajs, advs) -> dict:
         c = self.config
-        rows = c.prompts_per_step * c.group_size
-        batch = trajectory_rows(trajs, advs, rows=rows, pad_id=self.tok.pad_token_id or 0)
+        rows = self.prompts_per_host * c.group_size  # this host's rows of the global batch
+        # One row length on every host (the global batch is one array).
+        t_len = bucket(max((len(t.prompt_tokens) + len(t.tokens) for t in trajs), default=1), minimum=64)
+        t_len = int(max(n[0] for n in distributed.gather_lists([t_len])))
+        batch = trajectory_rows(trajs, advs, rows=rows, pad_id=self.tok.pad_token_id or 0, min_len=t_len)
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "positions")}
-        old_logp, _ = self.logprob_fn(self.state.params, inputs)
-        old_logp = np.asarray(old_logp)
+        old_logp = self.placement.logprobs(self.logprob_fn, self.state.params, inputs, self.mesh)
         if self.ref_params is not None:
-            batch["ref_logp"] = np.asarray(self.logprob_fn(self.ref_params, inputs)[0])
+            batch["ref_logp"] = self.placement.logprobs(self.ref_logprob_fn, self.ref_params, inputs,
+                                                        self.placement.reference_mesh)
         mask = batch["target_mask"].astype(bool)
         mismatch = float(np.abs(batch["sampler_logp"] - old_logp)[mask].mean()) if mask.any() else 0.0
         batch["old_logp"] = old_logp
         del batch["sampler_logp"]
         mb = rows // c.mini_batches
-        real = len(trajs)
+        real = int(max(n[0] for n in distributed.gather_lists([len(trajs)])))  # the same decision on every host
         metrics: dict[str, list[float]] = {}
         for m in range(c.mini_batches):
             if m * mb >= real:  # all-padding mini-batch: skip (AdamW momentum would still move weights)
@@ -184,7 +214,7 @@ class GRPOTrainer:
             self.step, self.state, extra = ckpt.restore(self.state)
             self.position, self.solved_all = extra["position"], extra["solved_all"]
             self.pool = extra["pool"]
-            self.sampler.update(self.state.params)
+            self.sampler.update(self.placement.to_rollout(self.state.params))
             log.info("resumed GRPO at step %d", self.step)
         logger = MetricsLogger(c.run_dir)
         logger.truncate_after(self.step)
@@ -228,8 +258,10 @@ class GRPOTrainer:
             progress.close()
             logger.close()
         out = {"steps": self.step, "history": history}
-        if c.export_hf and jax.process_index() == 0:
-            out["hf_dir"] = models.save_hf(self.policy(), os.path.join(c.run_dir, "hf"), tokenizer=self.tok)
+        if c.export_hf:
+            policy = self.policy()  # a gather every host takes part in
+            if distributed.is_main():
+                out["hf_dir"] = models.save_hf(policy, os.path.join(c.run_dir, "hf"), tokenizer=self.tok)
         return out
 
     def evaluate(self, stage=None, problems=None) -> dict:
@@ -239,6 +271,8 @@ class GRPOTrainer:
                         system_prompt=self.config.system_prompt)
 
     def _save_trajectories(self, limit: int = 32) -> None:
+        if not distributed.is_main():  # process 0's own rollouts are the sample
+            return
         path = os.path.join(self.config.run_dir, "trajectories", f"step_{self.step:06d}.jsonl")
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w") as f:
@@ -250,7 +284,7 @@ class GRPOTrainer:
 
     def policy(self):
         """The current policy as a Transformer (host copy)."""
-        return nnx.merge(self.graphdef, jax.device_get(self.state.params))
+        return nnx.merge(self.graphdef, distributed.to_host(self.state.params))
 
     def close(self) -> None:
         self.sandbox.close()
