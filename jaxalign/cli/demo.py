@@ -28,4 +28,6 @@ def run(args) -> int:
     summary = run_demo(config)
     print(json.dumps(summary, indent=2))
     print(f"\nreport: {config.run_dir}/report.md")
+    for style, page in summary["viewer"].items():
+        print(f"run viewer ({style} cold start): {page}   (open in a browser; `jaxalign view` rebuilds it)")
     return 0

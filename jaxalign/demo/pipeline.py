@@ -144,6 +144,10 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict:
         summary["ablation"] = {s: {"sft_accuracy": a["before"][f"avg@{k}"], "rl_accuracy": a["after"][f"avg@{k}"],
                                    "tool_calls_before": a["before"]["tool_calls_per_traj"],
                                    "tool_calls_after": a["after"]["tool_calls_per_traj"]} for s, a in arms.items()}
+    from jaxalign.viewer import write_report as write_run_page
+
+    summary["viewer"] = {style: write_run_page(a["run_dir"], os.path.join(cfg.run_dir, f"view_{style}.html"))
+                         for style, a in arms.items()}
     with open(os.path.join(cfg.run_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     write_report(cfg, summary, arms)

@@ -73,6 +73,9 @@ def write_report(cfg: DemoConfig, summary: dict, arms: dict) -> str:
         lines.append("")
     lines += ["## Plots", ""] + [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in plots]
     lines += ["", "## Example", "", _example(arms[cfg.cold_start]), "",
+              "Run viewer (curves, every saved trajectory turn by turn, loss masks): "
+              + ", ".join(f"[{os.path.basename(p)}]({os.path.basename(p)})" for p in summary.get("viewer", {}).values())
+              + ".", "",
               "Metrics: `*/metrics.jsonl` (and TensorBoard under `*/tb/`); held-out details: "
               "`grpo-*/eval_before.json`, `grpo-*/eval_after.json`; summary: `summary.json`."]
     path = os.path.join(cfg.run_dir, "report.md")

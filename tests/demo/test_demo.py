@@ -35,6 +35,10 @@ def test_demo_pipeline_runs_at_reduced_size_with_the_ablation(tmp_path, capsys):
     report = (run / "report.md").read_text()
     assert "Ablation: dense vs sparse" in report and "![rl_dense.png](rl_dense.png)" in report
     assert str(run / "report.md") in printed
+    for style in ("dense", "sparse"):
+        page = run / f"view_{style}.html"
+        assert summary["viewer"][style] == str(page) and str(page) in printed
+        assert page.stat().st_size > 10_000 and "<script" in page.read_text()
     # dense cold-start trajectories call the tool once per step; sparse ones once in all
     dense = json.loads((run / "data" / "dense.jsonl").read_text().splitlines()[0])
     sparse = json.loads((run / "data" / "sparse.jsonl").read_text().splitlines()[0])
