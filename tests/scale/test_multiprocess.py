@@ -78,6 +78,14 @@ def test_two_processes_train_like_one_and_restore_in_one(corpus):
         assert p.returncode == 0, f"process {i} failed:\n{log[-4000:]}"
         assert f"process {i} of 2: 3 steps, 4/8 devices" in log
     two = dict(np.load(out))
+    for i in range(2):  # the multi-host pieces GRPO relies on, as each process saw them
+        with open(f"{out}.{i}.json") as f:
+            seen = json.load(f)
+        assert seen["source_spans_hosts"] and seen["rollout_is_local"] and seen["rollout_values_equal"], seen
+        assert seen["rollout_mesh"] == [1, 2, 2]  # this host's 4 devices, the training tensor size
+        assert seen["rows"] == [4 * i, 4 * i + 4] and seen["batch_shape"] == [8, 3], seen
+        assert seen["batch_sum"] == sum(range(24)) and seen["local_rows_back"], seen
+        assert seen["gather_lists"] == [[0.0], [1.0, 1.0]] and seen["sum"] == 3.0, seen
 
     one = train_sft(sft_config(d, "one"))
     assert one["steps"] == 3
