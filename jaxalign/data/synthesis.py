@@ -28,9 +28,11 @@ def _substitute(expr: str, printed: dict[str, str]) -> str:
     return re.sub(r"\b([a-z]\w*)\b", lambda m: printed.get(m.group(1), m.group(1)), expr)
 
 
-def plan_calls(problem: MathProblem, style: Literal["dense", "sparse"]) -> list[tuple[str, str]]:
-    """(assistant text, code) per tool call, before execution (dense code is filled in as we go)."""
-    steps = problem.meta["steps"]
+def plan_calls(problem: MathProblem, style: Literal["dense", "sparse"],
+               stop_after: int | None = None) -> list[tuple[str, str]]:
+    """(assistant text, code) per tool call, before execution (dense code is filled in as we go);
+    `stop_after` keeps only the first steps (a teacher that stops early)."""
+    steps = problem.meta["steps"][:stop_after]
     if style == "sparse":
         code = "\n".join(f"{s['var']} = {s['expr']}" for s in steps) + f"\nprint({steps[-1]['var']})"
         return [("I will compute all the steps in one program.", code)]
@@ -39,12 +41,17 @@ def plan_calls(problem: MathProblem, style: Literal["dense", "sparse"]) -> list[
 
 def synthesize(problem: MathProblem, sandbox, style: Literal["dense", "sparse"] = "dense", *,
                system_prompt: str = SYSTEM_PROMPT, reference: Literal["variable", "value"] = "variable",
-               narrate: bool = True) -> TrajectoryRecord:
+               narrate: bool = True, stop_after: int | None = None) -> TrajectoryRecord:
     """Builds one trajectory for an arithmetic problem (`meta["steps"]`), running its code for real.
 
     `narrate` writes a short sentence before each call ("Step 1: a = 48 * 17."); without it the
-    assistant turn is code, outputs and the boxed answer only.
+    assistant turn is code, outputs and the boxed answer only. `stop_after=k` (k < steps) imitates
+    a realistic teacher error: the solution stops after k steps and boxes that intermediate result
+    (wrong; `meta["teacher_error"]` records it), the kind of flaw RL with a verifier must unlearn.
     """
+    n_steps = len(problem.meta.get("steps", ()))
+    if stop_after is not None and not 1 <= stop_after < n_steps:
+        raise ValueError(f"problem {problem.id!r}: stop_after must be in [1, {n_steps - 1}], got {stop_after}")
     if "steps" not in problem.meta:
         raise ValueError(f"problem {problem.id!r} has no meta['steps'] to synthesise from")
     messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
@@ -52,7 +59,7 @@ def synthesize(problem: MathProblem, sandbox, style: Literal["dense", "sparse"] 
     printed: dict[str, str] = {}
     last = ""
     with sandbox.session() as session:
-        for (text, code), step in zip(plan_calls(problem, style), problem.meta["steps"]):
+        for (text, code), step in zip(plan_calls(problem, style, stop_after), problem.meta["steps"]):
             if style == "dense":
                 expr = _substitute(code, printed) if reference == "value" else code
                 code = f"{step['var']} = {expr}\nprint({step['var']})"
@@ -64,11 +71,12 @@ def synthesize(problem: MathProblem, sandbox, style: Literal["dense", "sparse"] 
             messages.append({"role": "assistant", "content": text if narrate else "",
                              "tool_calls": [{"name": "code_interpreter", "arguments": {"code": code}}]})
             messages.append({"role": "tool", "content": result.stdout})
-    if last != problem.answer:
+    if stop_after is None and last != problem.answer:
         raise RuntimeError(f"problem {problem.id!r}: sandbox printed {last!r}, solver says {problem.answer!r}")
     messages.append({"role": "assistant", "content": f"The answer is \\boxed{{{last}}}."})
+    meta = {"teacher_error": f"stopped after {stop_after} of {n_steps} steps"} if stop_after is not None else {}
     return TrajectoryRecord.from_dict({"id": f"{problem.id}-{style}", "source": f"synthetic-{style}",
-                                       "messages": messages, "final_answer": last})
+                                       "messages": messages, "final_answer": last, "meta": meta})
 
 
 def synthesize_many(problems: Sequence[MathProblem], sandbox, style: Literal["dense", "sparse"] = "dense",

@@ -32,6 +32,10 @@ class DemoConfig:
     """System message of every prompt (empty: none; the tiny policy learns the format from SFT)."""
     narrate: bool = False
     """Cold-start trajectories say "Step k: ..." before each call (False: code and outputs only)."""
+    teacher_error_rate: float = 0.3
+    """Share of cold-start trajectories from a flawed teacher that stops early and boxes an
+    intermediate result (real distilled data has such errors). SFT imitates the flaw; GRPO with the
+    answer verifier has to remove it, which is what RL adds on top of the cold start here."""
     vocab_size: int = 384
     split_digits: bool = True
     """Tokenizer: one token per digit, or frequent numbers as single pieces."""

@@ -11,10 +11,11 @@ import dataclasses
 import json
 import logging
 import os
+import random
 import time
 
 from jaxalign import data, sharding, tokenizer
-from jaxalign.data.synthesis import synthesize_many
+from jaxalign.data.synthesis import synthesize
 from jaxalign.data.tasks import TaskConfig
 from jaxalign.demo.config import DemoConfig
 from jaxalign.demo.report import write_report
@@ -43,12 +44,17 @@ def build_data(cfg: DemoConfig, styles: tuple[str, ...]) -> dict[str, str]:
             .generate(cfg.rl_problems + cfg.eval_problems)}
     task = data.ArithmeticTask(num_steps=cfg.num_steps, digits=cfg.digits, seed=cfg.seed + 1)
     problems = [p for p in task.generate(cfg.sft_problems) if p.question not in held]
+    # the same problems get the same teacher error in every style: it stops one or more steps early
+    rng = random.Random(cfg.seed)
+    stops = [rng.randint(1, cfg.num_steps - 1) if cfg.num_steps > 1 and rng.random() < cfg.teacher_error_rate
+             else None for _ in problems]
     paths = {}
     with PythonSandbox() as sandbox:
-        log.info("synthesising %d trajectories per style in the %s sandbox", len(problems), sandbox.backend)
+        log.info("synthesising %d trajectories per style in the %s sandbox (%d with a teacher error)",
+                 len(problems), sandbox.backend, sum(s is not None for s in stops))
         for style in styles:
-            records = synthesize_many(problems, sandbox, style, system_prompt=cfg.system_prompt,
-                                      narrate=cfg.narrate)
+            records = [synthesize(p, sandbox, style, system_prompt=cfg.system_prompt, narrate=cfg.narrate,
+                                  stop_after=stop) for p, stop in zip(problems, stops)]
             paths[style] = os.path.join(cfg.run_dir, "data", f"{style}.jsonl")
             os.makedirs(os.path.dirname(paths[style]), exist_ok=True)
             data.write_jsonl(paths[style], records)

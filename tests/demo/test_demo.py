@@ -9,7 +9,8 @@ from jaxalign.demo import DemoConfig
 
 
 def test_demo_pipeline_runs_at_reduced_size_with_the_ablation(tmp_path, capsys):
-    cfg = dataclasses.replace(DemoConfig().smaller(32), run_dir=str(tmp_path / "demo"), rl_max_response_tokens=64)
+    cfg = dataclasses.replace(DemoConfig().smaller(32), run_dir=str(tmp_path / "demo"), rl_max_response_tokens=64,
+                              teacher_error_rate=0.5)
     overrides = [f"{f.name}={json.dumps(getattr(cfg, f.name))}" for f in dataclasses.fields(cfg)
                  if f.name != "model" and getattr(cfg, f.name) != getattr(DemoConfig(), f.name)]
     assert main(["demo", *overrides, "--ablation"]) == 0
@@ -39,8 +40,14 @@ def test_demo_pipeline_runs_at_reduced_size_with_the_ablation(tmp_path, capsys):
         page = run / f"view_{style}.html"
         assert summary["viewer"][style] == str(page) and str(page) in printed
         assert page.stat().st_size > 10_000 and "<script" in page.read_text()
-    # dense cold-start trajectories call the tool once per step; sparse ones once in all
-    dense = json.loads((run / "data" / "dense.jsonl").read_text().splitlines()[0])
-    sparse = json.loads((run / "data" / "sparse.jsonl").read_text().splitlines()[0])
-    calls = [sum(len(m.get("tool_calls") or []) for m in r["messages"]) for r in (dense, sparse)]
-    assert calls == [cfg.num_steps, 1]
+    # dense cold-start trajectories call the tool once per step, sparse ones once in all; the flawed
+    # teacher's share stops early and boxes an intermediate (wrong) result, in both styles alike
+    dense, sparse = ([json.loads(line) for line in (run / "data" / f"{s}.jsonl").read_text().splitlines()]
+                     for s in ("dense", "sparse"))
+    assert len(dense) == len(sparse) > 0
+    flawed = [bool(r["meta"].get("teacher_error")) for r in dense]
+    assert flawed == [bool(r["meta"].get("teacher_error")) for r in sparse] and any(flawed) and not all(flawed)
+    for d, s, bad in zip(dense, sparse, flawed):
+        calls = [sum(len(m.get("tool_calls") or []) for m in r["messages"]) for r in (d, s)]
+        assert calls == ([1, 1] if bad else [cfg.num_steps, 1])
+        assert d["final_answer"] == s["final_answer"]
