@@ -11,13 +11,14 @@ from jaxalign.config import ConfigError
 from jaxalign.demo import DemoConfig
 from jaxalign.eval.run import EvalRunConfig
 from jaxalign.models import ModelConfig
+from jaxalign.rewards.sentence.trainer import RMConfig
 from jaxalign.rl.config import GRPOConfig
 from jaxalign.sft.trainer import SFTConfig
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # configs/<kind>/*.yaml mirror these dataclasses.
 KINDS = {"model": ModelConfig, "chat": ChatConfig, "sft": SFTConfig, "grpo": GRPOConfig, "demo": DemoConfig,
-         "eval": EvalRunConfig}
+         "eval": EvalRunConfig, "rm": RMConfig}
 
 
 def test_every_shipped_yaml_loads():

@@ -10,7 +10,7 @@ import sys
 from jaxalign.config import ConfigError
 from jaxalign.models.config import CheckpointError
 
-SUBCOMMANDS = ("info", "chat", "data", "train", "demo", "eval", "view")
+SUBCOMMANDS = ("info", "chat", "data", "train", "demo", "eval", "view", "endo", "rm")
 
 
 def build_parser() -> argparse.ArgumentParser:

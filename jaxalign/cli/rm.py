@@ -1,0 +1,68 @@
+"""`jaxalign rm train|eval`: Bradley-Terry reward models (sentence-level or response-level)."""
+
+from __future__ import annotations
+
+import json
+
+
+def _data_errors(fn):
+    """Bad input data ends the command with its message (file, row, field), not a traceback."""
+    import functools
+    import sys
+
+    @functools.wraps(fn)
+    def run(args) -> int:
+        from jaxalign.data import DataError
+
+        try:
+            return fn(args)
+        except DataError as e:
+            print(f"jaxalign {args.command}: error: {e}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+def register(sub) -> None:
+    p = sub.add_parser("rm", help="train / evaluate a sentence-level or response-level reward model")
+    rm_sub = p.add_subparsers(dest="rm_command", required=True, metavar="ACTION")
+    t = rm_sub.add_parser("train", help="Bradley-Terry training on preference pairs, then test-split evaluation")
+    t.add_argument("config", help="YAML file mirroring RMConfig (configs/rm/)")
+    t.add_argument("overrides", nargs="*", help="key.path=value overrides")
+    t.add_argument("--kind", choices=("sentence", "response"), help="override the config's model kind")
+    t.add_argument("--no-resume", action="store_true", help="start over even if run_dir has checkpoints")
+    t.set_defaults(func=_data_errors(run_train))
+    e = rm_sub.add_parser("eval", help="pairwise accuracy (and localisation) of a trained reward model")
+    e.add_argument("run_dir", help="run directory written by `jaxalign rm train`")
+    e.add_argument("--pairs", default="", help="preference JSONL (default: the run's test pairs)")
+    e.add_argument("--max-pairs", type=int, default=0, help="evaluate a seeded subset of this many pairs")
+    e.add_argument("-o", "--output", default="", help="write the result as JSON here")
+    e.set_defaults(func=_data_errors(run_eval))
+
+
+def run_train(args) -> int:
+    from jaxalign import config as cfg
+    from jaxalign.rewards.sentence.trainer import RMConfig, train_rm
+
+    overrides = list(args.overrides) + ([f"kind={args.kind}"] if args.kind else [])
+    summary = train_rm(cfg.load(RMConfig, args.config, overrides), resume=not args.no_resume)
+    summary.pop("model", None)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def run_eval(args) -> int:
+    from jaxalign.data import read_jsonl
+    from jaxalign.rewards.sentence.trainer import _subset, evaluate_model, load_pairs, load_trained
+
+    config, rm, tok, end_id = load_trained(args.run_dir)
+    pairs = read_jsonl(args.pairs, "preferences") if args.pairs else load_pairs(config.data, config.seed)[1]
+    pairs = _subset(list(pairs), args.max_pairs, config.seed + 1)
+    result = evaluate_model(config, rm, tok, end_id, pairs)
+    result.pop("scores")
+    text = json.dumps(result, indent=2)
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(text + "\n")
+    print(text)
+    return 0

@@ -1,0 +1,91 @@
+"""The README's reward-model table, measured here: sentence RM vs response RM (same tiny backbone and
+data) vs the zero-shot endogenous reward of SmolLM2-135M-Instruct vs chance, on the GSM8K preference
+benchmark's test split (split by problem). Writes a JSON summary and prints a markdown table.
+
+The tiny backbone is trained from scratch with a SentencePiece tokenizer fitted on the train
+split's texts only. Every method is scored on the same test pairs: those whose sides fit the tiny
+models' `max_len` tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import time
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", default="runs/rewards_table")
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--max-len", type=int, default=192)
+    parser.add_argument("--vocab", type=int, default=4000)
+    parser.add_argument("--kinds", default="result,operand,final_answer")
+    parser.add_argument("--skip-endo", action="store_true")
+    args = parser.parse_args()
+
+    from jaxalign import tokenizer as toklib
+    from jaxalign.data import load_gsm8k, split_problems
+    from jaxalign.models import ModelConfig
+    from jaxalign.rewards.benchmark import gsm8k_response
+    from jaxalign.rewards.evaluation import pairwise_accuracy
+    from jaxalign.rewards.sentence.trainer import RMConfig, RMDataConfig, load_pairs, train_rm
+    from jaxalign.train.optim import OptimConfig
+
+    os.makedirs(args.out, exist_ok=True)
+    kinds = tuple(args.kinds.split(","))
+    data = RMDataConfig(kinds=kinds, max_len=args.max_len, length_multiple=args.max_len, ends_multiple=16)
+    train_problems, _ = split_problems(load_gsm8k(strip_calculator=True), data.test_fraction, data.benchmark_seed)
+    tok_dir = os.path.join(args.out, "tokenizer")
+    toklib.train_sentencepiece([p.question for p in train_problems] + [gsm8k_response(p) for p in train_problems],
+                               tok_dir, vocab_size=args.vocab, split_digits=False)
+    base = RMConfig(init=ModelConfig.tiny(num_layers=2, hidden_size=64, intermediate_size=128), tokenizer=tok_dir,
+                    head_dim=32, data=data, batch_size=16, epochs=100, max_steps=args.steps, eval_batch_size=32,
+                    optim=OptimConfig(learning_rate=3e-3, weight_decay=0.0, warmup_fraction=0.05),
+                    save_every=10**6, log_every=50)
+    results: dict = {"steps": args.steps, "max_len": args.max_len, "kinds": list(kinds)}
+    kept_ids = None
+    for kind in ("sentence", "response"):
+        summary = train_rm(dataclasses.replace(base, kind=kind, run_dir=os.path.join(args.out, kind)), resume=False)
+        summary.pop("model")
+        with open(os.path.join(args.out, kind, "eval.json")) as f:
+            ids = json.load(f)["ids"]
+        kept_ids = ids if kept_ids is None else kept_ids
+        assert ids == kept_ids, "both models must be scored on the same test pairs"
+        results[kind] = {k: summary[k] for k in ("eval", "train_pairs", "test_pairs", "train_seconds", "steps")}
+        print(kind, json.dumps(results[kind]["eval"]), flush=True)
+    if not args.skip_endo:
+        from jaxalign import models
+        from jaxalign.rewards.endo_scorer import EndogenousScorer
+
+        test = {p.id: p for p in load_pairs(data, base.seed)[1]}
+        pairs = [test[i] for i in kept_ids]
+        scorer = EndogenousScorer(models.load("smollm2-135m-instruct"), toklib.load("smollm2-135m-instruct"),
+                                  batch_size=8)
+        t0 = time.perf_counter()
+        scores = scorer.score([p.prompt for p in pairs] * 2, [p.chosen for p in pairs] + [p.rejected for p in pairs])
+        endo = pairwise_accuracy(scores[:len(pairs)], scores[len(pairs):], [p.category for p in pairs])
+        results["endogenous_smollm2_135m"] = {"eval": endo, "seconds": time.perf_counter() - t0}
+        print("endogenous", json.dumps(endo), flush=True)
+    with open(os.path.join(args.out, "table.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    rows = [("sentence RM (tiny, from scratch)", results["sentence"]["eval"]),
+            ("response RM (tiny, from scratch)", results["response"]["eval"])]
+    if "endogenous_smollm2_135m" in results:
+        rows.append(("endogenous reward, SmolLM2-135M-Instruct (zero-shot)",
+                     results["endogenous_smollm2_135m"]["eval"]))
+    cats = sorted(rows[0][1]["by_category"])
+    print(f"\n| method | accuracy | {' | '.join(cats)} | localisation |")
+    print("|---|---|" + "---|" * len(cats) + "---|")
+    for name, ev in rows:
+        loc = f"{ev['localisation']:.3f} (chance {ev['localisation_chance']:.3f})" if "localisation" in ev else "-"
+        print(f"| {name} | {ev['accuracy']:.3f} | "
+              + " | ".join(f"{ev['by_category'][c]['accuracy']:.3f}" for c in cats) + f" | {loc} |")
+    print(f"| chance | 0.500 | {' | '.join('0.500' for _ in cats)} | - |")
+    print(f"\n{len(kept_ids)} test pairs; {args.steps} steps of 16 pairs.")
+
+
+if __name__ == "__main__":
+    main()
