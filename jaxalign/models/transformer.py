@@ -80,7 +80,11 @@ class Transformer(nnx.Module):
         mask = jnp.tril(jnp.ones((t, t), bool))[None] & valid[:, None, :]
         if segment_ids_BT is not None:
             mask = mask & (segment_ids_BT[:, :, None] == segment_ids_BT[:, None, :])
-        x = jnp.take(self.embed.get_value(), input_ids_BT, axis=0).astype(jnp.dtype(c.dtype))
+        # FSDP shards the table's embed axis like the batch; gathering rows of it straight into a
+        # batch-sharded output makes XLA replicate the whole table. All-gather it over fsdp first,
+        # as FSDP does for every weight (the vocab axis stays tensor-parallel).
+        table = constrain(self.embed.get_value(), ("vocab", "act_embed"))
+        x = jnp.take(table, input_ids_BT, axis=0).astype(jnp.dtype(c.dtype))
         x = constrain(x, ("batch", "length", "act_embed"))
         graphdef, layer_state = nnx.split(self.layers)
 
