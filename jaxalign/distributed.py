@@ -96,14 +96,6 @@ def is_main() -> bool:
     return jax.process_index() == 0
 
 
-def process_share(n: int) -> tuple[int, int]:
-    """[start, stop) of this process's equal share of n items (n must divide by the process count)."""
-    p, i = jax.process_count(), jax.process_index()
-    if n % p:
-        raise ValueError(f"{n} items do not split evenly over {p} processes")
-    return i * n // p, (i + 1) * n // p
-
-
 def _batch_spec_sharding(mesh: Mesh, rules, ndim: int, batch_axis: int) -> NamedSharding:
     from jaxalign.train.run import batch_sharding
 
@@ -177,9 +169,3 @@ def gather_lists(values: list[float]) -> list[list[float]]:
     padded[:len(values)] = values
     got = np.asarray(multihost_utils.process_allgather(padded)).reshape(len(sizes), -1)
     return [got[i, :n].tolist() for i, n in enumerate(sizes)]
-
-
-def sync(name: str) -> None:
-    """A barrier across processes (no-op on one)."""
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices(name)
