@@ -112,3 +112,26 @@ def test_frozen_backbone_gets_no_update():
     before = dict(nnx.to_flat_state(params))
     after = dict(nnx.to_flat_state(state.params))
     assert any(not np.allclose(before[k].get_value(), after[k].get_value()) for k in before)
+
+
+def test_dense_rl_rewards_from_a_sentence_model():
+    from jaxalign import tokenizer as toklib
+    from jaxalign.rewards.sentence.encode import encode_with_ends, with_end_token
+    from jaxalign.rewards.sentence.scoring import score_sentences
+
+    tok = toklib.load("smollm2-135m-instruct")
+    backbone, end_id = with_end_token(init_model(ModelConfig.tiny(vocab_size=len(tok)), seed=0), tok)
+    rm = SentenceRewardModel(backbone, head_dim=8, rngs=nnx.Rngs(1))
+    prompts, responses = ["What is 2 + 3?", "Hi"], ["2 + 3 = 5. The answer is 5.", "Hello!\nHow are you?"]
+    out = score_sentences(rm, tok, end_id, prompts, responses, batch_size=4)
+    for o, p, r in zip(out, prompts, responses):
+        enc = encode_with_ends(tok, p, r, end_id=end_id)
+        alone = rm(enc.ids[None], np.ones((1, len(enc.ids)), np.int32), enc.end_positions[None],
+                   np.ones((1, enc.num_ends), bool))
+        np.testing.assert_allclose(o["score"], float(alone[0][0]), rtol=1e-4, atol=1e-5)
+        s = np.asarray(alone[1])[0]
+        np.testing.assert_allclose(o["sentence_rewards"], s[1:], rtol=1e-4, atol=1e-5)  # s_0 dropped
+        assert len(o["sentence_rewards"]) == len(o["sentences"]) + 1  # sentences, then the end-of-turn slot
+        expected = np.zeros(int(enc.token_ends[-1]) + 1)
+        expected[enc.token_ends] = s[1:]
+        np.testing.assert_allclose(o["dense"], expected, rtol=1e-4, atol=1e-5)
