@@ -76,8 +76,9 @@ def main() -> None:
     else:
         longest = max(s.max_response_tokens for s in config.schedule())
         row_len = bucket(args.prompt_len + longest)
-        step = memory.StepShape(kind="grpo", rows=config.prompts_per_step * config.group_size // config.mini_batches,
-                                seq_len=row_len, kl=config.loss.kl_coef > 0)
+        mini = config.prompts_per_step * config.group_size // config.mini_batches
+        step = memory.StepShape(kind="grpo", rows=mini // config.micro_batches, seq_len=row_len,
+                                accum=config.micro_batches, kl=config.loss.kl_coef > 0)
         local = devices // hosts
         tensor = config.rollout_mesh.tensor if config.rollout_mesh is not None else mesh_shape[2]
         rows_per_device = -(-config.prompts_per_step * config.group_size // hosts) // max(local // tensor, 1)

@@ -42,6 +42,9 @@ class GRPOConfig:
     """Samples per prompt (G)."""
     mini_batches: int = 2
     """Optimizer steps per rollout batch."""
+    micro_batches: int = 1
+    """Gradient accumulation: each mini-batch runs as this many micro-batches (same update, 1/k of the
+    activation memory)."""
     steps: int = 100
     """Rollout batches, when `stages` is empty."""
     stages: tuple[StageConfig, ...] = ()
@@ -90,6 +93,8 @@ class GRPOConfig:
             raise ValueError("GRPOConfig: group_size must be >= 2 for the unbiased std")
         if (self.prompts_per_step * self.group_size) % self.mini_batches:
             raise ValueError("GRPOConfig: prompts_per_step * group_size must divide into mini_batches")
+        if (self.prompts_per_step * self.group_size // self.mini_batches) % self.micro_batches:
+            raise ValueError("GRPOConfig: a mini-batch's rows must divide into micro_batches")
 
     def schedule(self) -> tuple[StageConfig, ...]:
         """The stages to run (a single stage from `steps` and the rollout budgets by default)."""

@@ -56,7 +56,9 @@ def make_grpo_step(graphdef, optimizer: optax.GradientTransformation,
     """Builds `(state, batch) -> (state, metrics)` for one mini-batch [B, T].
 
     batch: input_ids, attention_mask, positions, target_mask (policy tokens, target-aligned),
-    old_logp, advantages [B]; ref_logp when kl_coef > 0.
+    old_logp, advantages [B]; ref_logp when kl_coef > 0. With a leading micro-batch axis ([M, b, T],
+    advantages [M, b]) gradients are accumulated over the M micro-batches under `lax.scan`: the same
+    update and metrics as the [M * b, T] mini-batch, with 1/M of its activation memory.
     """
 
     def loss_fn(params, batch):
@@ -79,8 +81,40 @@ def make_grpo_step(graphdef, optimizer: optax.GradientTransformation,
         aux["entropy"] = jax.lax.stop_gradient(ent)
         return total, aux
 
+    def micro_loss(params, micro, w_pg, w_tok):
+        # Each term re-weighted so that summing over micro-batches gives the whole mini-batch's
+        # aggregate exactly (token-mean terms by policy tokens, the policy term by its own `agg`).
+        total, aux = loss_fn(params, micro)
+        return w_pg * aux["pg_loss"] + w_tok * (total - aux["pg_loss"]), aux
+
+    def accumulated(params, batch):
+        m = batch["target_mask"].astype(jnp.float32)  # [M, b, T]
+        tokens = m.sum((1, 2))
+        seqs = (m.sum(2) > 0).sum(1).astype(jnp.float32)
+        w_tok = tokens / jnp.maximum(tokens.sum(), 1.0)
+        w_pg = {"token-mean": w_tok, "seq-mean-token-mean": seqs / jnp.maximum(seqs.sum(), 1.0),
+                "seq-sum-norm": jnp.full_like(tokens, 1.0 / m.shape[0])}[loss.agg]
+        grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
+        first = jax.tree.map(lambda x: x[0], batch)
+        aux0 = jax.eval_shape(lambda: loss_fn(params, first)[1])
+        init = (jax.tree.map(jnp.zeros_like, params), jnp.zeros((), jnp.float32),
+                jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), aux0))
+
+        def body(carry, xs):
+            micro, wp, wt = xs
+            (value, aux), g = grad_fn(params, micro, wp, wt)
+            acc, total, acc_aux = carry
+            acc_aux = {k: acc_aux[k] + (wp if k == "pg_loss" else wt) * v for k, v in aux.items()}
+            return (jax.tree.map(jnp.add, acc, g), total + value, acc_aux), None
+
+        (grads, total, aux), _ = jax.lax.scan(body, init, (batch, w_pg, w_tok))
+        return (total, aux), grads
+
     def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-        (total, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
+        if batch["advantages"].ndim == 2:  # [M, b]: M micro-batches, gradients accumulated
+            (total, aux), grads = accumulated(state.params, batch)
+        else:
+            (total, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": total, "grad_norm": optax.tree.norm(grads), **aux}

@@ -65,7 +65,7 @@ class GRPOTrainer:
         self.mesh = self.placement.train_mesh
         self.step_fn, self.state = compile_step(make_grpo_step(self.graphdef, self.optimizer, c.loss),
                                                 init_train_state(params, self.optimizer), self.mesh,
-                                                sharding.TRAIN_RULES, batch_axis=0)
+                                                sharding.TRAIN_RULES, batch_axis=0 if c.micro_batches == 1 else 1)
         params_sh = tree_shardings(params, self.mesh, sharding.TRAIN_RULES)
         self.logprob_fn = jax.jit(make_logprob_fn(self.graphdef), in_shardings=(params_sh, None))
         self.ref_params = self.placement.to_reference(params) if c.loss.kl_coef else None
@@ -195,7 +195,10 @@ class GRPOTrainer:
             if m * mb >= real:  # all-padding mini-batch: skip (AdamW momentum would still move weights)
                 break
             sl = slice(m * mb, (m + 1) * mb)
-            self.state, out = self.step_fn(self.state, {k: v[sl] for k, v in batch.items()})
+            mini = {k: v[sl] for k, v in batch.items()}
+            if c.micro_batches > 1:  # [M, b, ...]: accumulated inside the step
+                mini = {k: v.reshape(c.micro_batches, -1, *v.shape[1:]) for k, v in mini.items()}
+            self.state, out = self.step_fn(self.state, mini)
             for k, v in jax.device_get(out).items():
                 metrics.setdefault(k, []).append(float(v))
         result = {k: float(np.mean(v)) for k, v in metrics.items()}

@@ -45,7 +45,7 @@ class StepShape:
     """Global rows per micro-batch (SFT) or mini-batch (GRPO)."""
     seq_len: int = 1024
     accum: int = 1
-    """SFT micro-batches per optimizer step (the leading batch axis)."""
+    """Micro-batches per optimizer step (the leading batch axis; `rows` is per micro-batch)."""
     kl: bool = False
     """GRPO with a reference-policy KL term (one more [B, T] input)."""
 
@@ -111,12 +111,13 @@ def _abstract_batch(step: StepShape, mesh: Mesh) -> dict:
     if step.kind == "sft":
         shape = (step.accum, step.rows, step.seq_len)
         return {k: leaf(shape, jnp.int32, 1) for k in ("input_ids", "attention_mask", "positions", "loss_mask")}
-    shape = (step.rows, step.seq_len)
-    batch = {k: leaf(shape, jnp.int32, 0) for k in ("input_ids", "attention_mask", "positions", "target_mask")}
-    batch["old_logp"] = leaf(shape, jnp.float32, 0)
-    batch["advantages"] = leaf((step.rows,), jnp.float32, 0)
+    lead, axis = ((step.accum,), 1) if step.accum > 1 else ((), 0)
+    shape = (*lead, step.rows, step.seq_len)
+    batch = {k: leaf(shape, jnp.int32, axis) for k in ("input_ids", "attention_mask", "positions", "target_mask")}
+    batch["old_logp"] = leaf(shape, jnp.float32, axis)
+    batch["advantages"] = leaf((*lead, step.rows), jnp.float32, axis)
     if step.kl:
-        batch["ref_logp"] = leaf(shape, jnp.float32, 0)
+        batch["ref_logp"] = leaf(shape, jnp.float32, axis)
     return batch
 
 

@@ -41,7 +41,7 @@ def test_policy_sampler_and_reference_on_their_own_meshes(policy_dir):
         prompts_per_step=4, group_size=4, mini_batches=2, steps=2, reward="scale_says_7", system_prompt="",
         rollout=RolloutConfig(max_response_tokens=6, max_tool_calls=0, steps_per_call=8,
                               sampling=SamplingConfig(temperature=1.0)),
-        loss=GRPOLossConfig(kl_coef=0.1), dynamic_sampling=False,
+        loss=GRPOLossConfig(kl_coef=0.1), dynamic_sampling=False, micro_batches=2,  # accumulated: 1 row per device
         optim=OptimConfig(learning_rate=1e-2, warmup_fraction=0.0, schedule="constant", weight_decay=0.0),
         eval=EvalConfig(k=1), run_dir=str(d / "run"), save_every=1000, save_trajectories_every=0, export_hf=False,
         mesh=sharding.MeshConfig(data=2, fsdp=2, tensor=2),
