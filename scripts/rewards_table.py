@@ -4,7 +4,7 @@ benchmark's test split (split by problem). Writes a JSON summary and prints a ma
 
 The tiny backbone is trained from scratch with a SentencePiece tokenizer fitted on the train
 split's texts only. Every method is scored on the same test pairs: those whose sides fit the tiny
-models' `max_len` tokens.
+models' `max_len` tokens (END tokens included).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import json
 import os
 import time
 
+import numpy as np
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -24,6 +26,7 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=4000)
     parser.add_argument("--kinds", default="result,operand,final_answer")
     parser.add_argument("--skip-endo", action="store_true")
+    parser.add_argument("--reuse", action="store_true", help="reuse finished runs under --out (their eval.json)")
     args = parser.parse_args()
 
     from jaxalign import tokenizer as toklib
@@ -39,28 +42,39 @@ def main() -> None:
     data = RMDataConfig(kinds=kinds, max_len=args.max_len, length_multiple=args.max_len, ends_multiple=16)
     train_problems, _ = split_problems(load_gsm8k(strip_calculator=True), data.test_fraction, data.benchmark_seed)
     tok_dir = os.path.join(args.out, "tokenizer")
-    toklib.train_sentencepiece([p.question for p in train_problems] + [gsm8k_response(p) for p in train_problems],
-                               tok_dir, vocab_size=args.vocab, split_digits=False)
+    if not (args.reuse and os.path.exists(os.path.join(tok_dir, "tokenizer_config.json"))):
+        toklib.train_sentencepiece([p.question for p in train_problems] + [gsm8k_response(p) for p in train_problems],
+                                   tok_dir, vocab_size=args.vocab, split_digits=False)
     base = RMConfig(init=ModelConfig.tiny(num_layers=2, hidden_size=64, intermediate_size=128), tokenizer=tok_dir,
                     head_dim=32, data=data, batch_size=16, epochs=100, max_steps=args.steps, eval_batch_size=32,
                     optim=OptimConfig(learning_rate=3e-3, weight_decay=0.0, warmup_fraction=0.05),
                     save_every=10**6, log_every=50)
     results: dict = {"steps": args.steps, "max_len": args.max_len, "kinds": list(kinds)}
-    kept_ids = None
+    saved = {}
     for kind in ("sentence", "response"):
-        summary = train_rm(dataclasses.replace(base, kind=kind, run_dir=os.path.join(args.out, kind)), resume=False)
-        summary.pop("model")
-        with open(os.path.join(args.out, kind, "eval.json")) as f:
-            ids = json.load(f)["ids"]
-        kept_ids = ids if kept_ids is None else kept_ids
-        assert ids == kept_ids, "both models must be scored on the same test pairs"
-        results[kind] = {k: summary[k] for k in ("eval", "train_pairs", "test_pairs", "train_seconds", "steps")}
-        print(kind, json.dumps(results[kind]["eval"]), flush=True)
+        run_dir = os.path.join(args.out, kind)
+        if not (args.reuse and os.path.exists(os.path.join(run_dir, "eval.json"))):
+            train_rm(dataclasses.replace(base, kind=kind, run_dir=run_dir), resume=False)
+        with open(os.path.join(run_dir, "eval.json")) as f:
+            saved[kind] = json.load(f)
+    # END tokens make the sentence model's inputs longer, so fewer of its pairs fit max_len: every
+    # method is scored on the pairs both tiny models kept (the sentence model's).
+    test = {p.id: p for p in load_pairs(data, base.seed)[1]}
+    kept_ids = [i for i in saved["sentence"]["ids"] if i in set(saved["response"]["ids"])]
+    for kind, run in saved.items():
+        where = {i: j for j, i in enumerate(run["ids"])}
+        idx = [where[i] for i in kept_ids]
+        ev = pairwise_accuracy(np.asarray(run["scores"]["chosen"])[idx], np.asarray(run["scores"]["rejected"])[idx],
+                               [test[i].category for i in kept_ids])
+        if kind == "sentence" and len(kept_ids) == len(run["ids"]):
+            ev.update({k: run["eval"][k] for k in ("localisation", "localisation_chance", "localisation_n")})
+        results[kind] = {"eval": ev, "train_pairs": run["train_pairs"], "steps": run["steps"],
+                         "train_seconds": run["train_seconds"]}
+        print(kind, json.dumps(ev), flush=True)
     if not args.skip_endo:
         from jaxalign import models
         from jaxalign.rewards.endo_scorer import EndogenousScorer
 
-        test = {p.id: p for p in load_pairs(data, base.seed)[1]}
         pairs = [test[i] for i in kept_ids]
         scorer = EndogenousScorer(models.load("smollm2-135m-instruct"), toklib.load("smollm2-135m-instruct"),
                                   batch_size=8)
