@@ -27,6 +27,9 @@ def main() -> None:
     parser.add_argument("--kinds", default="result,operand,final_answer")
     parser.add_argument("--skip-endo", action="store_true")
     parser.add_argument("--reuse", action="store_true", help="reuse finished runs under --out (their eval.json)")
+    parser.add_argument("--endo-pairs", type=int, default=0,
+                        help="score the endogenous reward on a seeded subset of this many test pairs (0: all); "
+                             "the RMs are then also reported on that subset")
     args = parser.parse_args()
 
     from jaxalign import tokenizer as toklib
@@ -75,7 +78,18 @@ def main() -> None:
         from jaxalign import models
         from jaxalign.rewards.endo_scorer import EndogenousScorer
 
-        pairs = [test[i] for i in kept_ids]
+        endo_ids = kept_ids
+        if args.endo_pairs and args.endo_pairs < len(kept_ids):  # SmolLM2 on a CPU: about a second per response
+            pick = np.sort(np.random.default_rng(0).permutation(len(kept_ids))[:args.endo_pairs])
+            endo_ids = [kept_ids[i] for i in pick]
+            for kind, run in saved.items():
+                where = {i: j for j, i in enumerate(run["ids"])}
+                idx = [where[i] for i in endo_ids]
+                results[kind]["eval_endo_subset"] = pairwise_accuracy(
+                    np.asarray(run["scores"]["chosen"])[idx], np.asarray(run["scores"]["rejected"])[idx],
+                    [test[i].category for i in endo_ids])
+                print(kind, "on the endogenous subset", json.dumps(results[kind]["eval_endo_subset"]), flush=True)
+        pairs = [test[i] for i in endo_ids]
         scorer = EndogenousScorer(models.load("smollm2-135m-instruct"), toklib.load("smollm2-135m-instruct"),
                                   batch_size=8)
         t0 = time.perf_counter()
@@ -88,18 +102,20 @@ def main() -> None:
     rows = [("sentence RM (tiny, from scratch)", results["sentence"]["eval"]),
             ("response RM (tiny, from scratch)", results["response"]["eval"])]
     if "endogenous_smollm2_135m" in results:
+        for kind in ("sentence", "response"):
+            if "eval_endo_subset" in results[kind]:
+                rows.append((f"{kind} RM (tiny), on the endogenous reward's subset", results[kind]["eval_endo_subset"]))
         rows.append(("endogenous reward, SmolLM2-135M-Instruct (zero-shot)",
                      results["endogenous_smollm2_135m"]["eval"]))
     cats = sorted(rows[0][1]["by_category"])
-    print(f"\n| method | accuracy | {' | '.join(cats)} | localisation |")
-    print("|---|---|" + "---|" * len(cats) + "---|")
+    print(f"\n| method | pairs | accuracy | {' | '.join(cats)} | localisation (chance) |")
+    print("|---|---|---|" + "---|" * len(cats) + "---|")
     for name, ev in rows:
-        loc = f"{ev['localisation']:.3f} (chance {ev['localisation_chance']:.3f})" if "localisation" in ev else "-"
-        print(f"| {name} | {ev['accuracy']:.3f} | "
+        loc = f"{ev['localisation']:.3f} ({ev['localisation_chance']:.3f})" if "localisation" in ev else "-"
+        print(f"| {name} | {ev['n']} | {ev['accuracy']:.3f} | "
               + " | ".join(f"{ev['by_category'][c]['accuracy']:.3f}" for c in cats) + f" | {loc} |")
-    print(f"| chance | 0.500 | {' | '.join('0.500' for _ in cats)} | - |")
+    print(f"| chance | - | 0.500 | {' | '.join('0.500' for _ in cats)} | - |")
     print(f"\n{len(kept_ids)} test pairs; {args.steps} steps of 16 pairs.")
-
 
 if __name__ == "__main__":
     main()
