@@ -56,9 +56,10 @@ def make_grpo_step(graphdef, optimizer: optax.GradientTransformation,
     """Builds `(state, batch) -> (state, metrics)` for one mini-batch [B, T].
 
     batch: input_ids, attention_mask, positions, target_mask (policy tokens, target-aligned),
-    old_logp, advantages [B]; ref_logp when kl_coef > 0. With a leading micro-batch axis ([M, b, T],
-    advantages [M, b]) gradients are accumulated over the M micro-batches under `lax.scan`: the same
-    update and metrics as the [M * b, T] mini-batch, with 1/M of its activation memory.
+    old_logp, advantages [B] (or per token, [B, T]); ref_logp when kl_coef > 0. With a leading
+    micro-batch axis on every leaf ([M, b, T], advantages [M, b] or [M, b, T]) gradients are
+    accumulated over the M micro-batches under `lax.scan`: the same update and metrics as the
+    [M * b, T] mini-batch, with 1/M of its activation memory.
     """
 
     def loss_fn(params, batch):
@@ -111,7 +112,7 @@ def make_grpo_step(graphdef, optimizer: optax.GradientTransformation,
         return (total, aux), grads
 
     def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-        if batch["advantages"].ndim == 2:  # [M, b]: M micro-batches, gradients accumulated
+        if batch["input_ids"].ndim == 3:  # [M, b, T]: M micro-batches, gradients accumulated
             (total, aux), grads = accumulated(state.params, batch)
         else:
             (total, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)

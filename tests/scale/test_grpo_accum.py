@@ -25,14 +25,17 @@ def batch(rows=8, t=12, seed=0):
             "advantages": rng.choice([-1.0, -0.3, 0.6, 1.2], rows).astype(np.float32)}
 
 
-@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-mean", "seq-sum-norm"])
-def test_micro_batches_equal_one_mini_batch(agg):
+@pytest.mark.parametrize("agg,token_adv", [("token-mean", False), ("seq-mean-token-mean", False),
+                                           ("seq-sum-norm", True)])
+def test_micro_batches_equal_one_mini_batch(agg, token_adv):
     model = models.init_model(ModelConfig.tiny(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=1,
                                                num_heads=2, num_kv_heads=1), seed=1)
     graphdef, params = nnx.split(model)
     opt = optax.sgd(0.5)
     step = jax.jit(make_grpo_step(graphdef, opt, GRPOLossConfig(agg=agg, kl_coef=0.05, entropy_coef=0.01)))
     full = batch()
+    if token_adv:  # per-token advantages [B, T] (dense rewards) are not mistaken for micro-batches
+        full["advantages"] = full["advantages"][:, None] * np.linspace(0.5, 1.5, 12, dtype=np.float32)[None]
     micro = {k: v.reshape(4, 2, *v.shape[1:]) for k, v in full.items()}  # 4 micro-batches of 2 rows
     s1, m1 = step(init_train_state(params, opt), full)
     s4, m4 = step(init_train_state(params, opt), micro)
