@@ -28,6 +28,28 @@ class StageConfig:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelRewardConfig:
+    """A reward read from a language model, added to the verifier's outcome reward.
+
+    "endogenous": r_t = Q(s_t, a_t) - V(s_{t+1}) from the reward LM's logits (jaxalign.rewards.endogenous)
+    on each policy token (tool-output tokens get none). "dense" mode gives each token the
+    group-normalised reward-to-go; "sparse" puts the response's sum on its last token.
+    """
+
+    kind: Literal["none", "endogenous"] = "none"
+    model: str = ""
+    """The reward LM (HF directory, .gguf or registry name); empty: the initial policy checkpoint."""
+    alpha: float = 1.0
+    terminal: Literal["zero", "bootstrap"] = "zero"
+    mode: Literal["dense", "sparse"] = "dense"
+    coef: float = 1.0
+    """Weight of the model reward."""
+    outcome_coef: float = 1.0
+    """Weight of the verifier's outcome reward (placed on the last response token)."""
+    batch_size: int = 16
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class GRPOConfig:
     """GRPO with sandboxed multi-turn rollouts (ASTER stage 2)."""
 
@@ -55,6 +77,8 @@ class GRPOConfig:
                                      weight_decay=0.0)
     reward: str = "strict"
     """Outcome reward: "strict", "math_verify", or a registered name."""
+    model_reward: ModelRewardConfig = ModelRewardConfig()
+    """Optional token-level reward from a language model (the endogenous reward)."""
     system_prompt: str = SYSTEM_PROMPT
     """System message of every prompt (must match the cold-start data)."""
     dynamic_sampling: bool = True

@@ -22,6 +22,7 @@ from jaxalign import config as cfglib
 from jaxalign import distributed, models, sharding, tokenizer
 from jaxalign.data.tasks import load_task
 from jaxalign.eval.evaluate import evaluate
+from jaxalign.rewards.dense import with_token_advantages
 from jaxalign.rewards.verify import get_reward
 from jaxalign.rl.batch import trajectory_rows
 from jaxalign.rl.config import GRPOConfig
@@ -77,6 +78,11 @@ class GRPOTrainer:
                                      max_idle_workers=max(2 * c.sandbox_workers, c.prompts_per_step * c.group_size,
                                                           c.eval.batch_size))
         self.reward_fn = get_reward(c.reward)
+        self.model_reward = None
+        if c.model_reward.kind != "none":
+            from jaxalign.rl.model_reward import ModelReward
+
+            self.model_reward = ModelReward(c.model_reward, c.model, self.tok)
         self.train_problems, self.eval_problems = load_task(c.task)
         self.pool = list(range(len(self.train_problems)))
         self.position = {"epoch": 0, "cursor": 0}
@@ -106,6 +112,7 @@ class GRPOTrainer:
         rewards, all groups' rewards, counts."""
         c, g = self.config, self.config.group_size
         kept_t, kept_a, kept_r, all_r, seen_t, groups_seen = [], [], [], [], [], 0
+        model_sums: list[np.ndarray] = []
         rounds = 1 + (c.max_refill_rounds if c.dynamic_sampling else 0)
         for rnd in range(rounds):
             # Every host draws the same prompts from the shared order and rolls out its own share
@@ -124,6 +131,9 @@ class GRPOTrainer:
             rewards = np.array([self.reward_fn(t.final_text or t.text, self.train_problems[i].answer)
                                 for t, i in zip(trajs, [i for i in idx for _ in range(g)])], np.float32)
             adv = np.asarray(group_advantages(rewards, g, std=c.advantage_std)) if idx else rewards
+            if self.model_reward is not None and idx:  # per-token advantages [n][T_i] from the reward LM
+                adv, sums = self.model_reward.advantages(trajs, rewards, g, c.advantage_std)
+                model_sums.append(sums)
             solved = [float(rewards[k * g:(k + 1) * g].min() == 1.0) for k in range(len(idx))]
             for i, flag in zip(drawn, (f for host in distributed.gather_lists(solved) for f in host)):
                 self.solved_all[self.train_problems[i].id] = bool(flag)
@@ -131,12 +141,15 @@ class GRPOTrainer:
                 r = rewards[k * g:(k + 1) * g]
                 groups_seen += 1
                 all_r.append(r)
-                if c.dynamic_sampling and r.max() == r.min():
+                group_adv = adv[k * g:(k + 1) * g]
+                if c.dynamic_sampling and not any(np.any(a != 0) for a in group_adv):  # no signal in the group
                     continue
                 kept_t += trajs[k * g:(k + 1) * g]
-                kept_a += adv[k * g:(k + 1) * g].tolist()
+                kept_a += list(group_adv) if self.model_reward is not None else group_adv.tolist()
                 kept_r += r.tolist()
         info = {"groups_seen": groups_seen, "groups_kept": len(kept_t) // g}
+        if model_sums:
+            info["model_reward"] = float(np.concatenate(model_sums).mean())
         if seen_t:  # rollout statistics over every trajectory sampled this step, kept or not
             info.update({
                 "tool_calls_per_traj": float(np.mean([t.tool_calls for t in seen_t])),
@@ -178,7 +191,11 @@ class GRPOTrainer:
         # One row length on every host (the global batch is one array).
         t_len = bucket(max((len(t.prompt_tokens) + len(t.tokens) for t in trajs), default=1), minimum=64)
         t_len = int(max(n[0] for n in distributed.gather_lists([t_len])))
-        batch = trajectory_rows(trajs, advs, rows=rows, pad_id=self.tok.pad_token_id or 0, min_len=t_len)
+        token_level = self.model_reward is not None
+        batch = trajectory_rows(trajs, [0.0] * len(trajs) if token_level else advs, rows=rows,
+                                pad_id=self.tok.pad_token_id or 0, min_len=t_len)
+        if token_level:  # [rows, T] advantages, target-aligned like the mask
+            batch = with_token_advantages(batch, [len(t.prompt_tokens) for t in trajs], advs)
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "positions")}
         old_logp = self.placement.logprobs(self.logprob_fn, self.state.params, inputs, self.mesh)
         if self.ref_params is not None:
@@ -281,6 +298,7 @@ class GRPOTrainer:
         with open(path, "w") as f:
             for t, a, r in self._last_trajs[:limit]:
                 row = t.to_dict()
+                a = float(np.mean(a)) if isinstance(a, np.ndarray) else a  # token-level: the mean
                 row.update(step=self.step, advantage=a, reward=r, prompt=self.tok.decode(t.prompt_tokens),
                            token_text=tokenizer.token_pieces(self.tok, t.tokens))
                 f.write(json.dumps(row) + "\n")

@@ -1,0 +1,62 @@
+"""Language-model rewards in GRPO: the endogenous reward on each policy token, plus the outcome.
+
+For each trajectory the token rewards are r_t (jaxalign.rewards.endogenous, from the reward LM's
+logits over prompt + response, exactly the sampled token ids) times `coef` on policy tokens, zero on
+tool-output tokens (the policy did not choose them), and `outcome_coef` x the verifier's reward
+added on the last response token. `jaxalign.rewards.dense.token_advantages` turns them into
+per-token GRPO advantages ("dense": reward-to-go of group-normalised token rewards; "sparse": the
+normalised response sum on every token).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from jaxalign.rewards.dense import token_advantages
+from jaxalign.rl.config import ModelRewardConfig
+from jaxalign.rollout.types import Trajectory
+
+
+class ModelReward:
+    """Scores rollouts with a reward LM and returns per-token advantages."""
+
+    def __init__(self, config: ModelRewardConfig, default_model: str, tokenizer):
+        from jaxalign import models
+        from jaxalign.rewards.endo_scorer import EndogenousScorer
+
+        if config.kind != "endogenous":
+            raise ValueError(f"model_reward.kind must be 'endogenous' here, got {config.kind!r}")
+        self.config = config
+        model = models.load(config.model or default_model, dtype="float32")
+        if model.config.vocab_size < len(tokenizer):
+            raise ValueError(f"model_reward.model: vocabulary of {model.config.vocab_size} tokens cannot score the "
+                             f"policy's {len(tokenizer)}-token vocabulary (the reward LM must share the tokenizer)")
+        self.scorer = EndogenousScorer(model, tokenizer, alpha=config.alpha, terminal=config.terminal,
+                                       batch_size=config.batch_size)
+
+    def token_rewards(self, trajs: Sequence[Trajectory], outcome: np.ndarray) -> list[np.ndarray]:
+        """Combined per-token rewards of each trajectory (one value per response token)."""
+        c = self.config
+        if not trajs:
+            return []
+        endo = self.scorer.token_rewards_ids([(t.prompt_tokens + t.tokens, len(t.prompt_tokens)) for t in trajs])
+        out = []
+        for t, r, o in zip(trajs, endo, outcome):
+            if len(r) != len(t.tokens):
+                raise RuntimeError(f"reward LM scored {len(r)} tokens of a {len(t.tokens)}-token response")
+            total = c.coef * np.asarray(r, np.float64) * np.asarray(t.loss_mask, np.float64)
+            if total.size:
+                total[-1] += c.outcome_coef * float(o)
+            out.append(total)
+        return out
+
+    def advantages(self, trajs: Sequence[Trajectory], outcome: np.ndarray, group_size: int,
+                   std: str) -> tuple[list[np.ndarray], np.ndarray]:
+        """(per-token advantages, model-reward sums) for consecutive groups of `group_size`."""
+        rewards = self.token_rewards(trajs, outcome)
+        sums = np.array([r.sum() - self.config.outcome_coef * float(o) for r, o in zip(rewards, outcome)])
+        if any(r.size == 0 for r in rewards):  # an empty response: give it one zero-reward slot
+            raise RuntimeError("a trajectory has no response token to carry a reward")
+        return token_advantages(rewards, group_size, mode=self.config.mode, std=std), sums
