@@ -22,24 +22,6 @@ def _common(p) -> None:
     p.add_argument("-o", "--output", default="", help="write results here (JSONL for score, JSON for eval)")
 
 
-def _data_errors(fn):
-    """Bad input data ends the command with its message (file, row, field), not a traceback."""
-    import functools
-    import sys
-
-    @functools.wraps(fn)
-    def run(args) -> int:
-        from jaxalign.data import DataError
-
-        try:
-            return fn(args)
-        except DataError as e:
-            print(f"jaxalign {args.command}: error: {e}", file=sys.stderr)
-            return 2
-
-    return run
-
-
 def register(sub) -> None:
     p = sub.add_parser("endo", help="endogenous reward: a language model's logits as a soft Q-function")
     endo_sub = p.add_subparsers(dest="endo_command", required=True, metavar="ACTION")
@@ -49,13 +31,13 @@ def register(sub) -> None:
     s.add_argument("--prompt", default=None, help="score one pair: its prompt")
     s.add_argument("--response", default=None, help="score one pair: its response")
     s.add_argument("--tokens", action="store_true", help="also output the per-token rewards")
-    s.set_defaults(func=_data_errors(run_score))
+    s.set_defaults(func=run_score)
     e = endo_sub.add_parser("eval", help="pairwise accuracy on preference pairs (chosen scored above rejected)")
     _common(e)
     e.add_argument("--pairs", default="", help="preference JSONL (default: the GSM8K benchmark's test split)")
     e.add_argument("--max-pairs", type=int, default=0, help="evaluate the first N pairs")
     e.add_argument("--seed", type=int, default=0, help="seed of the built-in benchmark")
-    e.set_defaults(func=_data_errors(run_eval))
+    e.set_defaults(func=run_eval)
 
 
 def read_score_rows(path: str) -> list[dict]:

@@ -8,6 +8,7 @@ import logging
 import sys
 
 from jaxalign.config import ConfigError
+from jaxalign.data.checks import DataError
 from jaxalign.models.config import CheckpointError
 
 SUBCOMMANDS = ("info", "chat", "data", "train", "demo", "eval", "view", "endo", "rm")
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         absl.logging.set_verbosity(absl.logging.WARNING)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, CheckpointError) as e:
+    except (ConfigError, CheckpointError, DataError) as e:  # bad input: its message (file, row, field)
         print(f"jaxalign {args.command}: error: {e}", file=sys.stderr)
         return 2
 

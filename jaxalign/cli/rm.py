@@ -5,24 +5,6 @@ from __future__ import annotations
 import json
 
 
-def _data_errors(fn):
-    """Bad input data ends the command with its message (file, row, field), not a traceback."""
-    import functools
-    import sys
-
-    @functools.wraps(fn)
-    def run(args) -> int:
-        from jaxalign.data import DataError
-
-        try:
-            return fn(args)
-        except DataError as e:
-            print(f"jaxalign {args.command}: error: {e}", file=sys.stderr)
-            return 2
-
-    return run
-
-
 def register(sub) -> None:
     p = sub.add_parser("rm", help="train / evaluate a sentence-level or response-level reward model")
     rm_sub = p.add_subparsers(dest="rm_command", required=True, metavar="ACTION")
@@ -31,13 +13,13 @@ def register(sub) -> None:
     t.add_argument("overrides", nargs="*", help="key.path=value overrides")
     t.add_argument("--kind", choices=("sentence", "response"), help="override the config's model kind")
     t.add_argument("--no-resume", action="store_true", help="start over even if run_dir has checkpoints")
-    t.set_defaults(func=_data_errors(run_train))
+    t.set_defaults(func=run_train)
     e = rm_sub.add_parser("eval", help="pairwise accuracy (and localisation) of a trained reward model")
     e.add_argument("run_dir", help="run directory written by `jaxalign rm train`")
     e.add_argument("--pairs", default="", help="preference JSONL (default: the run's test pairs)")
     e.add_argument("--max-pairs", type=int, default=0, help="evaluate a seeded subset of this many pairs")
     e.add_argument("-o", "--output", default="", help="write the result as JSON here")
-    e.set_defaults(func=_data_errors(run_eval))
+    e.set_defaults(func=run_eval)
 
 
 def run_train(args) -> int:
