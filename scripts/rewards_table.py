@@ -5,6 +5,11 @@ benchmark's test split (split by problem). Writes a JSON summary and prints a ma
 The tiny backbone is trained from scratch with a SentencePiece tokenizer fitted on the train
 split's texts only. Every method is scored on the same test pairs: those whose sides fit the tiny
 models' `max_len` tokens (END tokens included).
+
+`--smollm2-frozen N` adds the SmolLM2-135M-Instruct rows: the sentence and response RMs with a
+frozen backbone and trained heads on cached features (RMConfig.cache_features), trained on a seeded
+subset of N benchmark train pairs and scored on the endogenous reward's seeded test subset. The
+heads' learning rate is chosen on a held-out part (by problem) of those train pairs, never on test.
 """
 
 from __future__ import annotations
@@ -30,6 +35,14 @@ def main() -> None:
     parser.add_argument("--endo-pairs", type=int, default=0,
                         help="score the endogenous reward on a seeded subset of this many test pairs (0: all); "
                              "the RMs are then also reported on that subset")
+    parser.add_argument("--smollm2-frozen", type=int, default=0, metavar="N",
+                        help="also train the SmolLM2-135M frozen-backbone RMs (cached features) on N train pairs "
+                             "and score them on the --endo-pairs subset")
+    parser.add_argument("--frozen-lrs", default="3e-4,1e-3,3e-3", help="head learning rates tried on the holdout")
+    parser.add_argument("--frozen-epochs", type=int, default=30)
+    parser.add_argument("--only-smollm2-frozen", action="store_true",
+                        help="skip the tiny RMs and the endogenous reward: find the test pairs they are scored on "
+                             "by encoding alone, then run --smollm2-frozen")
     args = parser.parse_args()
 
     from jaxalign import tokenizer as toklib
@@ -53,6 +66,21 @@ def main() -> None:
                     optim=OptimConfig(learning_rate=3e-3, weight_decay=0.0, warmup_fraction=0.05),
                     save_every=10**6, log_every=50)
     results: dict = {"steps": args.steps, "max_len": args.max_len, "kinds": list(kinds)}
+    if args.only_smollm2_frozen:
+        kept_ids = tiny_kept_ids(base)
+        test = {p.id: p for p in load_pairs(data, base.seed)[1]}
+        subset = [test[i] for i in endo_subset(kept_ids, args.endo_pairs)]
+        results["smollm2_frozen"] = smollm2_frozen(args, data, subset)
+        results["smollm2_frozen"]["tiny_kept_pairs"] = len(kept_ids)
+        with open(os.path.join(args.out, "table_smollm2_frozen.json"), "w") as f:
+            json.dump(results, f, indent=1)
+        for kind in ("sentence", "response"):
+            ev = results["smollm2_frozen"][kind]["eval"]
+            loc = f"{ev['localisation']:.3f} ({ev['localisation_chance']:.3f})" if "localisation" in ev else "-"
+            print(f"| {kind} RM, SmolLM2-135M-Instruct, frozen backbone, heads trained | {ev['n']} | "
+                  f"{ev['accuracy']:.3f} | " + " | ".join(f"{ev['by_category'][c]['accuracy']:.3f}" for c in
+                                                          sorted(ev['by_category'])) + f" | {loc} |")
+        return
     saved = {}
     for kind in ("sentence", "response"):
         run_dir = os.path.join(args.out, kind)
@@ -78,10 +106,8 @@ def main() -> None:
         from jaxalign import models
         from jaxalign.rewards.endo_scorer import EndogenousScorer
 
-        endo_ids = kept_ids
-        if args.endo_pairs and args.endo_pairs < len(kept_ids):  # SmolLM2 on a CPU: about a second per response
-            pick = np.sort(np.random.default_rng(0).permutation(len(kept_ids))[:args.endo_pairs])
-            endo_ids = [kept_ids[i] for i in pick]
+        endo_ids = endo_subset(kept_ids, args.endo_pairs)
+        if endo_ids != kept_ids:
             for kind, run in saved.items():
                 where = {i: j for j, i in enumerate(run["ids"])}
                 idx = [where[i] for i in endo_ids]
@@ -97,6 +123,9 @@ def main() -> None:
         endo = pairwise_accuracy(scores[:len(pairs)], scores[len(pairs):], [p.category for p in pairs])
         results["endogenous_smollm2_135m"] = {"eval": endo, "seconds": time.perf_counter() - t0}
         print("endogenous", json.dumps(endo), flush=True)
+    if args.smollm2_frozen:
+        test_pairs = [test[i] for i in endo_subset(kept_ids, args.endo_pairs)]
+        results["smollm2_frozen"] = smollm2_frozen(args, data, test_pairs)
     with open(os.path.join(args.out, "table.json"), "w") as f:
         json.dump(results, f, indent=1)
     rows = [("sentence RM (tiny, from scratch)", results["sentence"]["eval"]),
@@ -107,6 +136,10 @@ def main() -> None:
                 rows.append((f"{kind} RM (tiny), on the endogenous reward's subset", results[kind]["eval_endo_subset"]))
         rows.append(("endogenous reward, SmolLM2-135M-Instruct (zero-shot)",
                      results["endogenous_smollm2_135m"]["eval"]))
+    for kind in ("sentence", "response"):
+        if kind in results.get("smollm2_frozen", {}):
+            rows.append((f"{kind} RM, SmolLM2-135M-Instruct, frozen backbone, heads trained",
+                         results["smollm2_frozen"][kind]["eval"]))
     cats = sorted(rows[0][1]["by_category"])
     print(f"\n| method | pairs | accuracy | {' | '.join(cats)} | localisation (chance) |")
     print("|---|---|---|" + "---|" * len(cats) + "---|")
@@ -116,6 +149,80 @@ def main() -> None:
               + " | ".join(f"{ev['by_category'][c]['accuracy']:.3f}" for c in cats) + f" | {loc} |")
     print(f"| chance | - | 0.500 | {' | '.join('0.500' for _ in cats)} | - |")
     print(f"\n{len(kept_ids)} test pairs; {args.steps} steps of 16 pairs.")
+
+def tiny_kept_ids(base) -> list[str]:
+    """Ids of the test pairs whose sides fit the tiny models' max_len with END tokens and without (what
+    the tiny runs' eval.json files hold), found by encoding alone."""
+    from jaxalign import tokenizer as toklib
+    from jaxalign.rewards.sentence.encode import add_end_token
+    from jaxalign.rewards.sentence.trainer import encode, load_pairs
+
+    tok = toklib.load(base.tokenizer)
+    end_id = add_end_token(tok)
+    test = load_pairs(base.data, base.seed)[1]
+    sentence = encode(dataclasses.replace(base, kind="sentence"), test, tok, end_id)
+    response = {p.id for p in encode(dataclasses.replace(base, kind="response"), test, tok, None).pairs}
+    return [p.id for p in sentence.pairs if p.id in response]
+
+
+def endo_subset(kept_ids: list[str], n: int) -> list[str]:
+    """The seeded subset of `n` test pairs that the endogenous reward (and the SmolLM2 RMs) are scored on."""
+    if not n or n >= len(kept_ids):
+        return kept_ids
+    pick = np.sort(np.random.default_rng(0).permutation(len(kept_ids))[:n])
+    return [kept_ids[i] for i in pick]
+
+
+def smollm2_frozen(args, data, test_pairs) -> dict:
+    """Sentence and response RMs on the frozen SmolLM2-135M-Instruct backbone, heads trained on cached
+    features; the learning rate is picked on a held-out fifth (by problem) of the train subset."""
+    from jaxalign.data import write_jsonl
+    from jaxalign.rewards.sentence.trainer import RMConfig, load_pairs, train_rm
+    from jaxalign.train.optim import OptimConfig
+
+    out = os.path.join(args.out, "smollm2_frozen")
+    os.makedirs(out, exist_ok=True)
+    frozen_data = dataclasses.replace(data, max_train_pairs=args.smollm2_frozen, max_len=512, length_multiple=32)
+    train = load_pairs(frozen_data, 0)[0]
+    problems = sorted({p.meta["problem_id"] for p in train})
+    held = set(np.random.default_rng(1).permutation(problems)[:len(problems) // 5].tolist())
+    files = {"train": train, "fit": [p for p in train if p.meta["problem_id"] not in held],
+             "holdout": [p for p in train if p.meta["problem_id"] in held], "test": test_pairs}
+    for name, pairs in files.items():
+        write_jsonl(os.path.join(out, f"{name}.jsonl"), pairs)
+    base = RMConfig(model="smollm2-135m-instruct", freeze_backbone=True, cache_features=True,
+                    features_dir=os.path.join(out, "features"), head_dim=256, batch_size=16, epochs=args.frozen_epochs,
+                    eval_batch_size=64, save_every=10**6, log_every=100,
+                    data=dataclasses.replace(frozen_data, max_train_pairs=0, max_test_pairs=0))
+    result: dict = {"train_pairs": len(train), "fit_pairs": len(files["fit"]), "holdout_pairs": len(files["holdout"]),
+                    "epochs": args.frozen_epochs}
+    def run(kind, name, train_file, test_file, lr):
+        run_dir = os.path.join(out, f"{kind}-{name}")
+        if args.reuse and os.path.exists(os.path.join(run_dir, "eval.json")):
+            with open(os.path.join(run_dir, "eval.json")) as f:
+                return json.load(f)
+        cfg = dataclasses.replace(base, kind=kind, run_dir=run_dir,
+                                  optim=OptimConfig(learning_rate=lr, weight_decay=0.0, warmup_fraction=0.05),
+                                  data=dataclasses.replace(base.data, train=os.path.join(out, train_file),
+                                                           test=os.path.join(out, test_file)))
+        summary = train_rm(cfg, resume=True)  # a finished run is evaluated again, an interrupted one resumed
+        summary.pop("model")
+        return summary
+
+    for kind in ("sentence", "response"):
+        sweep = {}
+        for lr in (float(x) for x in args.frozen_lrs.split(",")):
+            sweep[lr] = run(kind, f"select-lr{lr:g}", "fit.jsonl", "holdout.jsonl", lr)
+            print(kind, "lr", lr, "holdout accuracy", sweep[lr]["eval"]["accuracy"], flush=True)
+        best = max(sweep, key=lambda lr: sweep[lr]["eval"]["accuracy"])
+        final = run(kind, "final", "train.jsonl", "test.jsonl", best)
+        result[kind] = {"lr": best, "holdout": {lr: s["eval"]["accuracy"] for lr, s in sweep.items()},
+                        "eval": final["eval"], "steps": final["steps"], "train_seconds": final["train_seconds"],
+                        "features": {name: s.get("features") for name, s in [("select", sweep[min(sweep)]),
+                                                                             ("final", final)]}}
+        print(kind, "SmolLM2 frozen", json.dumps(result[kind]), flush=True)
+    return result
+
 
 if __name__ == "__main__":
     main()

@@ -58,7 +58,14 @@ def resize_embeddings(model: Transformer, vocab_size: int) -> Transformer:
 
 
 def with_end_token(model: Transformer, tokenizer) -> tuple[Transformer, int]:
-    """Adds `<END>` to the tokenizer and grows the embeddings to cover it; returns (model, END id)."""
+    """Adds `<END>` to the tokenizer and grows the embeddings to cover it; returns (model, END id).
+
+    The END row is the mean of the pretrained rows (`resize_embeddings`): deterministic, a function
+    of the checkpoint only. With `RMConfig.freeze_backbone` it never trains, so END reads as an
+    "average token" that the pretrained layers contextualise and the heads learn to read; being
+    deterministic, a rebuilt frozen backbone equals the trained one (heads-only checkpoints and
+    cached features rely on this).
+    """
     end_id = add_end_token(tokenizer)
     needed = max(len(tokenizer), end_id + 1)
     if needed > model.config.vocab_size:

@@ -34,11 +34,15 @@ class SentenceRewardModel(nnx.Module):
         self.key_w = param(rngs, (d, head_dim), ("embed", None), f32, std=std)
         self.key_b = param(rngs, (head_dim,), (None,), f32, init="zeros")
 
-    def heads(self, input_ids_BT: jax.Array, attention_mask_BT: jax.Array, end_positions_BN: jax.Array,
-              end_valid_BN: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """(values [B, N], queries [B, M] at the last valid END, keys [B, N, M]), float32."""
+    def end_hidden(self, input_ids_BT: jax.Array, attention_mask_BT: jax.Array,
+                   end_positions_BN: jax.Array) -> jax.Array:
+        """The backbone's final hidden states at the END positions [B, N, D], float32: all the heads read."""
         h = self.backbone.hidden_states(input_ids_BT, default_positions(attention_mask_BT), attention_mask_BT)
-        h_BND = jnp.take_along_axis(h, end_positions_BN[..., None], axis=1).astype(jnp.float32)
+        return jnp.take_along_axis(h, end_positions_BN[..., None], axis=1).astype(jnp.float32)
+
+    def heads_from_hidden(self, h_BND: jax.Array, end_valid_BN: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """(values [B, N], queries [B, M] at the last valid END, keys [B, N, M]) of END hidden states."""
+        h_BND = h_BND.astype(jnp.float32)
         values = h_BND @ self.value_w.get_value() + self.value_b.get_value()
         keys = h_BND @ self.key_w.get_value() + self.key_b.get_value()
         last = last_valid_index(end_valid_BN)
@@ -46,14 +50,25 @@ class SentenceRewardModel(nnx.Module):
         queries = h_last @ self.query_w.get_value() + self.query_b.get_value()
         return values, queries, keys
 
+    def heads(self, input_ids_BT: jax.Array, attention_mask_BT: jax.Array, end_positions_BN: jax.Array,
+              end_valid_BN: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """(values [B, N], queries [B, M] at the last valid END, keys [B, N, M]), float32."""
+        return self.heads_from_hidden(self.end_hidden(input_ids_BT, attention_mask_BT, end_positions_BN), end_valid_BN)
+
+    def score_hidden(self, h_BND: jax.Array, end_valid_BN: jax.Array, *, use_attention: bool = True,
+                     use_rope: bool = True, rope_theta: float = 10000.0) -> tuple[jax.Array, jax.Array]:
+        """(R [B], sentence rewards [B, N]) from END hidden states (`end_hidden`; e.g. cached features)."""
+        values, queries, keys = self.heads_from_hidden(h_BND, end_valid_BN)
+        if not use_attention:
+            return sum_of_values(values, end_valid_BN), sentence_rewards(values, end_valid_BN)
+        return aggregate(values, queries, keys, end_valid_BN, use_rope=use_rope, rope_theta=rope_theta)
+
     def __call__(self, input_ids_BT: jax.Array, attention_mask_BT: jax.Array, end_positions_BN: jax.Array,
                  end_valid_BN: jax.Array, *, use_attention: bool = True, use_rope: bool = True,
                  rope_theta: float = 10000.0) -> tuple[jax.Array, jax.Array]:
         """(R [B], sentence rewards [B, N]); without attention R = sum_k v_k (the ablation)."""
-        values, queries, keys = self.heads(input_ids_BT, attention_mask_BT, end_positions_BN, end_valid_BN)
-        if not use_attention:
-            return sum_of_values(values, end_valid_BN), sentence_rewards(values, end_valid_BN)
-        return aggregate(values, queries, keys, end_valid_BN, use_rope=use_rope, rope_theta=rope_theta)
+        return self.score_hidden(self.end_hidden(input_ids_BT, attention_mask_BT, end_positions_BN), end_valid_BN,
+                                 use_attention=use_attention, use_rope=use_rope, rope_theta=rope_theta)
 
 
 class ResponseRewardModel(nnx.Module):
@@ -65,14 +80,22 @@ class ResponseRewardModel(nnx.Module):
         self.value_w = param(rngs, (d,), ("embed",), jnp.float32, std=1.0 / math.sqrt(d))
         self.value_b = param(rngs, (), (), jnp.float32, init="zeros")
 
-    def __call__(self, input_ids_BT: jax.Array, attention_mask_BT: jax.Array) -> jax.Array:
-        """R [B]: the head at the last real token of each row (right or left padding)."""
+    def last_hidden(self, input_ids_BT: jax.Array, attention_mask_BT: jax.Array) -> jax.Array:
+        """The backbone's final hidden state at the last real token of each row (right or left padding)
+        [B, D], float32: all the head reads."""
         mask = attention_mask_BT.astype(jnp.int32)
         t = mask.shape[1]
         last = jnp.max(jnp.where(mask > 0, jnp.arange(t), 0), axis=-1)
         h = self.backbone.hidden_states(input_ids_BT, default_positions(mask), mask)
-        h_last = jnp.take_along_axis(h, last[:, None, None], axis=1)[:, 0].astype(jnp.float32)
-        return h_last @ self.value_w.get_value() + self.value_b.get_value()
+        return jnp.take_along_axis(h, last[:, None, None], axis=1)[:, 0].astype(jnp.float32)
+
+    def score_hidden(self, h_BD: jax.Array) -> jax.Array:
+        """R [B] from last-token hidden states (`last_hidden`; e.g. cached features)."""
+        return h_BD.astype(jnp.float32) @ self.value_w.get_value() + self.value_b.get_value()
+
+    def __call__(self, input_ids_BT: jax.Array, attention_mask_BT: jax.Array) -> jax.Array:
+        """R [B]: the head at the last real token of each row (right or left padding)."""
+        return self.score_hidden(self.last_hidden(input_ids_BT, attention_mask_BT))
 
 
 def is_head_param(path: tuple, _value=None) -> bool:

@@ -104,6 +104,13 @@ class RMConfig:
     """Weight of the R^2 penalty added to the Bradley-Terry loss."""
     freeze_backbone: bool = False
     """Train the heads only (the backbone gets no gradients and no optimizer state)."""
+    cache_features: bool = False
+    """With freeze_backbone: run the backbone once per train/test response, cache the hidden states the
+    heads read, and train the heads on the cache (jaxalign.rewards.sentence.features)."""
+    features_dir: str = ""
+    """Feature cache directory (default run_dir/features); runs sharing it reuse each other's rows."""
+    feature_batch_rows: int = 8
+    """Responses per backbone forward when extracting cached features."""
     data: RMDataConfig = RMDataConfig()
     optim: OptimConfig = OptimConfig(learning_rate=1e-4, weight_decay=0.0)
     batch_size: int = 8
@@ -131,6 +138,11 @@ class RMConfig:
             raise ValueError(f"RMConfig.head_dim must be positive and even (rotary pairs), got {self.head_dim}")
         if self.batch_size <= 0 or self.epochs <= 0 or self.eval_batch_size <= 0:
             raise ValueError("RMConfig: batch_size, eval_batch_size and epochs must be positive")
+        if self.cache_features and not self.freeze_backbone:
+            raise ValueError("RMConfig.cache_features needs RMConfig.freeze_backbone: cached backbone features "
+                             "are only valid while the backbone does not train")
+        if self.feature_batch_rows <= 0:
+            raise ValueError(f"RMConfig.feature_batch_rows must be positive, got {self.feature_batch_rows}")
 
 
 def build_reward_model(config: RMConfig):
@@ -187,17 +199,22 @@ def encode(config: RMConfig, pairs, tok, end_id) -> EncodedPairs:
 
 
 def evaluate_encoded(score, params, frozen, encoded: EncodedPairs, *, batch_size: int, pad_id: int = 0,
-                     length_multiple: int = 64, ends_multiple: int = 8) -> dict:
-    """Pairwise accuracy (overall, per category) and, for the sentence model, localisation."""
+                     length_multiple: int = 64, ends_multiple: int = 8, make=None) -> dict:
+    """Pairwise accuracy (overall, per category) and, for the sentence model, localisation.
+
+    `make(indices, pairs_per_batch=...)` builds a batch of `encoded`'s pairs (default: token batches,
+    `make_batch`; cached runs pass `features.feature_batch` over the pairs' features).
+    """
+    if make is None:
+        make = functools.partial(make_batch, encoded, pad_id=pad_id, length_multiple=length_multiple,
+                                 ends_multiple=ends_multiple)
     order = eval_order(encoded)
     chosen = np.zeros(len(encoded))
     rejected = np.zeros(len(encoded))
     located, wrong = [], []
     for s in range(0, len(order), batch_size):
         idx = order[s:s + batch_size]
-        batch = make_batch(encoded, idx, pairs_per_batch=batch_size, pad_id=pad_id, length_multiple=length_multiple,
-                           ends_multiple=ends_multiple)
-        out = jax.device_get(score(params, frozen, batch))
+        out = jax.device_get(score(params, frozen, make(idx, pairs_per_batch=batch_size)))
         chosen[idx], rejected[idx] = out["chosen"][:len(idx)], out["rejected"][:len(idx)]
         if "sentence_rewards" not in out:
             continue
@@ -217,7 +234,8 @@ def evaluate_encoded(score, params, frozen, encoded: EncodedPairs, *, batch_size
 def train_rm(config: RMConfig, *, resume: bool = True) -> dict:
     """Trains (or resumes) a reward model, then evaluates it on the test pairs; returns a summary.
 
-    Writes run_dir/config.yaml, checkpoints, metrics.jsonl (train/* and eval/*) and eval.json.
+    Writes run_dir/config.yaml, checkpoints, metrics.jsonl (train/* and eval/*) and eval.json; with
+    `cache_features`, also the feature cache, and checkpoints hold the heads only.
     """
     from jaxalign.checkpoint import CheckpointManager
     from jaxalign.runlog import MetricsLogger, Progress, check_finite, format_metrics
@@ -233,7 +251,19 @@ def train_rm(config: RMConfig, *, resume: bool = True) -> dict:
     order = BatchOrder(len(train_enc), config.batch_size, 1, config.seed)
     total = config.epochs * order.steps_per_epoch
     total = min(total, config.max_steps) if config.max_steps else total
-    graphdef, params, frozen = split_trainable(rm, config.freeze_backbone)
+    full_graphdef, params, frozen = split_trainable(rm, config.freeze_backbone)
+    graphdef, backbone = full_graphdef, frozen
+    train_batch = functools.partial(make_batch, train_enc, pad_id=pad_id, length_multiple=config.data.length_multiple,
+                                    ends_multiple=config.data.ends_multiple)
+    test_batch, features = None, {}
+    if config.cache_features:  # the step and the checkpoints see the heads only
+        from jaxalign.rewards.sentence import features as fx
+
+        train_fx, test_fx = fx.cached_pair_features(config, rm, train_enc, test_enc, pad_id=pad_id)
+        features = {"train": train_fx.stats, "test": test_fx.stats}
+        train_batch = functools.partial(fx.feature_batch, train_fx, ends_multiple=config.data.ends_multiple)
+        test_batch = functools.partial(fx.feature_batch, test_fx, ends_multiple=config.data.ends_multiple)
+        graphdef, params, frozen = fx.heads_only(rm)
     optimizer = make_optimizer(config.optim, total, mask=decay_mask(params))
     loss_fn = functools.partial(pair_loss, scores_fn(config), reward_penalty=config.reward_penalty)
     mesh = sharding.make_mesh(config.mesh)
@@ -256,11 +286,10 @@ def train_rm(config: RMConfig, *, resume: bool = True) -> dict:
             step = int(state.step)
             if step >= total:
                 break
-            batch = make_batch(train_enc, idx[0], pairs_per_batch=config.batch_size, pad_id=pad_id,
-                               length_multiple=config.data.length_multiple, ends_multiple=config.data.ends_multiple)
+            batch = train_batch(idx[0], pairs_per_batch=config.batch_size)
             state, metrics = step_fn(state, batch)
             step += 1
-            progress.update(1, tokens=int(batch["attention_mask"].sum()))
+            progress.update(1, tokens=int(batch["attention_mask"].sum()) if "attention_mask" in batch else None)
             due_log = step % config.log_every == 0 or step == total
             due_save = ckpt.should_save(step) or step == total
             if due_log or due_save:
@@ -278,7 +307,7 @@ def train_rm(config: RMConfig, *, resume: bool = True) -> dict:
         t_eval = time.perf_counter()
         result = evaluate_encoded(score, state.params, state.frozen, test_enc, batch_size=config.eval_batch_size,
                                   pad_id=pad_id, length_multiple=config.data.length_multiple,
-                                  ends_multiple=config.data.ends_multiple)
+                                  ends_multiple=config.data.ends_multiple, make=test_batch)
         eval_seconds = time.perf_counter() - t_eval
         flat = {"accuracy": result["accuracy"], **{f"accuracy_{c}": v["accuracy"]
                                                    for c, v in result["by_category"].items()}}
@@ -292,9 +321,12 @@ def train_rm(config: RMConfig, *, resume: bool = True) -> dict:
                "test_pairs": len(test_enc), "train_seconds": train_seconds, "eval_seconds": eval_seconds,
                "total_seconds": time.perf_counter() - t_start, "final_train": host,
                "eval": {k: v for k, v in result.items() if k != "scores"}, "run_dir": config.run_dir}
+    if features:
+        summary["features"] = features
     with open(os.path.join(config.run_dir, "eval.json"), "w") as f:
         json.dump({**summary, "ids": [p.id for p in test_enc.pairs], "scores": result["scores"]}, f, indent=1)
-    summary["model"] = nnx.merge(graphdef, jax.device_get(state.params), jax.device_get(state.frozen))
+    frozen_out = backbone if config.cache_features else state.frozen
+    summary["model"] = nnx.merge(full_graphdef, jax.device_get(state.params), jax.device_get(frozen_out))
     return summary
 
 
@@ -305,10 +337,15 @@ def load_trained(run_dir: str):
     config = cfglib.load(RMConfig, os.path.join(run_dir, "config.yaml"))
     rm, tok, end_id = build_reward_model(config)
     graphdef, params, frozen = split_trainable(rm, config.freeze_backbone)
+    saved_frozen = frozen
+    if config.cache_features:  # heads-only checkpoints; the frozen backbone is the one just built
+        from jaxalign.rewards.sentence.features import heads_only
+
+        saved_frozen = heads_only(rm)[2]
     optimizer = make_optimizer(config.optim, 1, mask=decay_mask(params))
-    template = init_rm_state(params, frozen, optimizer)
+    template = init_rm_state(params, saved_frozen, optimizer)
     _, state, _ = CheckpointManager(os.path.join(run_dir, "checkpoints")).restore(template)
-    return config, nnx.merge(graphdef, state.params, state.frozen), tok, end_id
+    return config, nnx.merge(graphdef, state.params, frozen if config.cache_features else state.frozen), tok, end_id
 
 
 def evaluate_model(config: RMConfig, rm, tok, end_id, pairs) -> dict:
