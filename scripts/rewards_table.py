@@ -38,7 +38,8 @@ def main() -> None:
     parser.add_argument("--smollm2-frozen", type=int, default=0, metavar="N",
                         help="also train the SmolLM2-135M frozen-backbone RMs (cached features) on N train pairs "
                              "and score them on the --endo-pairs subset")
-    parser.add_argument("--frozen-lrs", default="3e-4,1e-3,3e-3", help="head learning rates tried on the holdout")
+    parser.add_argument("--frozen-lrs", default="1e-4,3e-4,1e-3,3e-3,1e-2",
+                        help="head learning rates tried on the holdout")
     parser.add_argument("--frozen-epochs", type=int, default=30)
     parser.add_argument("--only-smollm2-frozen", action="store_true",
                         help="skip the tiny RMs and the endogenous reward: find the test pairs they are scored on "
