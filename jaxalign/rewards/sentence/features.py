@@ -209,7 +209,8 @@ def heads_only(rm) -> tuple[nnx.GraphDef, nnx.State, nnx.State]:
 
 
 def backbone_settings(config) -> dict:
-    """What the cached features depend on besides the encoded rows: the frozen backbone."""
+    """What the cached features depend on besides the encoded rows: the frozen backbone (by name or
+    path: a checkpoint replaced in place under the same path is not detected; clear the cache)."""
     return {"model": config.model, "init": dataclasses.asdict(config.init) if config.init else None,
             "seed": None if config.model else config.seed, "compute_dtype": config.compute_dtype}
 
