@@ -77,10 +77,8 @@ def main() -> None:
             json.dump(results, f, indent=1)
         for kind in ("sentence", "response"):
             ev = results["smollm2_frozen"][kind]["eval"]
-            loc = f"{ev['localisation']:.3f} ({ev['localisation_chance']:.3f})" if "localisation" in ev else "-"
-            print(f"| {kind} RM, SmolLM2-135M-Instruct, frozen backbone, heads trained | {ev['n']} | "
-                  f"{ev['accuracy']:.3f} | " + " | ".join(f"{ev['by_category'][c]['accuracy']:.3f}" for c in
-                                                          sorted(ev['by_category'])) + f" | {loc} |")
+            print(table_row(f"{kind} RM, SmolLM2-135M-Instruct, frozen backbone, heads trained", ev,
+                            sorted(ev["by_category"])))
         return
     saved = {}
     for kind in ("sentence", "response"):
@@ -145,11 +143,17 @@ def main() -> None:
     print(f"\n| method | pairs | accuracy | {' | '.join(cats)} | localisation (chance) |")
     print("|---|---|---|" + "---|" * len(cats) + "---|")
     for name, ev in rows:
-        loc = f"{ev['localisation']:.3f} ({ev['localisation_chance']:.3f})" if "localisation" in ev else "-"
-        print(f"| {name} | {ev['n']} | {ev['accuracy']:.3f} | "
-              + " | ".join(f"{ev['by_category'][c]['accuracy']:.3f}" for c in cats) + f" | {loc} |")
+        print(table_row(name, ev, cats))
     print(f"| chance | - | 0.500 | {' | '.join('0.500' for _ in cats)} | - |")
     print(f"\n{len(kept_ids)} test pairs; {args.steps} steps of 16 pairs.")
+
+
+def table_row(name: str, ev: dict, cats: list[str]) -> str:
+    """One markdown row of the table: pairs, accuracy, accuracy per category, localisation."""
+    loc = f"{ev['localisation']:.3f} ({ev['localisation_chance']:.3f})" if "localisation" in ev else "-"
+    return (f"| {name} | {ev['n']} | {ev['accuracy']:.3f} | "
+            + " | ".join(f"{ev['by_category'][c]['accuracy']:.3f}" for c in cats) + f" | {loc} |")
+
 
 def tiny_kept_ids(base) -> list[str]:
     """Ids of the test pairs whose sides fit the tiny models' max_len with END tokens and without (what

@@ -36,27 +36,34 @@ class ModelReward:
         self.scorer = EndogenousScorer(model, tokenizer, alpha=config.alpha, terminal=config.terminal,
                                        batch_size=config.batch_size)
 
-    def token_rewards(self, trajs: Sequence[Trajectory], outcome: np.ndarray) -> list[np.ndarray]:
-        """Combined per-token rewards of each trajectory (one value per response token)."""
-        c = self.config
+    def model_rewards(self, trajs: Sequence[Trajectory]) -> list[np.ndarray]:
+        """`coef` x the reward LM's r_t on each policy token, 0 on tool-output tokens (one per response token)."""
         if not trajs:
             return []
         endo = self.scorer.token_rewards_ids([(t.prompt_tokens + t.tokens, len(t.prompt_tokens)) for t in trajs])
         out = []
-        for t, r, o in zip(trajs, endo, outcome):
+        for t, r in zip(trajs, endo):
             if len(r) != len(t.tokens):
                 raise RuntimeError(f"reward LM scored {len(r)} tokens of a {len(t.tokens)}-token response")
-            total = c.coef * np.asarray(r, np.float64) * np.asarray(t.loss_mask, np.float64)
-            if total.size:
-                total[-1] += c.outcome_coef * float(o)
-            out.append(total)
+            out.append(self.config.coef * np.asarray(r, np.float64) * np.asarray(t.loss_mask, np.float64))
         return out
+
+    def token_rewards(self, trajs: Sequence[Trajectory], outcome: np.ndarray) -> list[np.ndarray]:
+        """Combined per-token rewards: the model rewards plus `outcome_coef` x outcome on the last token."""
+        return self._add_outcome(self.model_rewards(trajs), outcome)
+
+    def _add_outcome(self, rewards: list[np.ndarray], outcome: np.ndarray) -> list[np.ndarray]:
+        for r, o in zip(rewards, outcome):
+            if r.size:
+                r[-1] += self.config.outcome_coef * float(o)
+        return rewards
 
     def advantages(self, trajs: Sequence[Trajectory], outcome: np.ndarray, group_size: int,
                    std: str) -> tuple[list[np.ndarray], np.ndarray]:
         """(per-token advantages, model-reward sums) for consecutive groups of `group_size`."""
-        rewards = self.token_rewards(trajs, outcome)
-        sums = np.array([r.sum() - self.config.outcome_coef * float(o) for r, o in zip(rewards, outcome)])
-        if any(r.size == 0 for r in rewards):  # an empty response: give it one zero-reward slot
+        if any(not t.tokens for t in trajs):
             raise RuntimeError("a trajectory has no response token to carry a reward")
+        rewards = self.model_rewards(trajs)
+        sums = np.array([r.sum() for r in rewards])
+        rewards = self._add_outcome(rewards, outcome)
         return token_advantages(rewards, group_size, mode=self.config.mode, std=std), sums

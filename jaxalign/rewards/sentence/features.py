@@ -67,6 +67,13 @@ def _rows(encoded: EncodedPairs) -> list:
     return [side for pair in encoded.rows for side in pair]
 
 
+def _pack(arrays: Sequence[np.ndarray], width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row arrays [n_i, D] as one [sum n_i, D] array and offsets [len + 1] (row i: offsets[i]:offsets[i + 1])."""
+    offsets = np.concatenate([[0], np.cumsum([len(a) for a in arrays])]).astype(np.int64)
+    hidden = np.concatenate(arrays, axis=0) if arrays else np.zeros((0, width), np.float32)
+    return hidden, offsets
+
+
 def row_key(kind: str, row) -> str:
     """A hash of one encoded row (token ids and END positions): what its features are a function of."""
     h = hashlib.sha256(kind.encode())
@@ -138,11 +145,10 @@ class FeatureCache:
     def _save(self, table: dict[str, np.ndarray]) -> None:
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         keys = list(table)
-        arrays = [table[k] for k in keys]
-        offsets = np.concatenate([[0], np.cumsum([len(a) for a in arrays])]).astype(np.int64)
+        hidden, offsets = _pack([table[k] for k in keys], 0)
         tmp = f"{self.path}.tmp-{os.getpid()}"
         with open(tmp, "wb") as f:
-            np.savez(f, keys=np.asarray(keys), offsets=offsets, hidden=np.concatenate(arrays, axis=0),
+            np.savez(f, keys=np.asarray(keys), offsets=offsets, hidden=hidden,
                      settings=np.asarray(json.dumps(self.settings, sort_keys=True)))
         os.replace(tmp, self.path)
 
@@ -163,10 +169,7 @@ class FeatureCache:
             log.info("features: %d rows, %d tokens in %.0f s (%.1f tokens/s) -> %s", stats["rows"], stats["tokens"],
                      stats["seconds"], stats["tokens_per_second"], self.path)
         stats["reused_rows"] = len(rows) - stats["rows"]
-        arrays = [table[k] for k in keys]
-        d = rm.backbone.config.hidden_size
-        offsets = np.concatenate([[0], np.cumsum([len(a) for a in arrays])]).astype(np.int64)
-        hidden = np.concatenate(arrays, axis=0) if arrays else np.zeros((0, d), np.float32)
+        hidden, offsets = _pack([table[k] for k in keys], rm.backbone.config.hidden_size)
         return PairFeatures(self.kind, hidden, offsets, stats)
 
 
