@@ -122,6 +122,13 @@ class CheckpointManager:
             force=True,
         )
 
+    def clear(self) -> None:
+        """Deletes every committed step (a run started over with resume=False), renamed away first as usual."""
+        self.wait()
+        for step in self.all_steps():
+            self._mgr.delete(step)
+        self.wait()
+
     def all_steps(self) -> list[int]:
         """Steps with a complete, committed checkpoint on disk, ascending (a save in flight is not listed)."""
         # Read from disk, not orbax's in-memory list: that one includes the step being saved right now.

@@ -107,6 +107,20 @@ def test_keep_last_k_deletes_old_steps_and_resume_sees_them(tmp_path):
     reopened.close()
 
 
+def test_clear_removes_every_step_so_a_restarted_run_can_save_them_again(tmp_path):
+    state = {"x": jnp.arange(4.0)}
+    with CheckpointManager(tmp_path, keep=3, save_every=1) as mgr:
+        for s in (1, 2):
+            mgr.save(s, state)
+        mgr.clear()
+        assert mgr.all_steps() == [] and mgr.latest_step() is None
+        assert os.listdir(tmp_path) == []
+        mgr.save(2, jax.tree.map(lambda v: v + 1, state))  # the step a finished earlier run had saved
+        mgr.wait()
+        _, got, _ = mgr.restore({"x": jax.ShapeDtypeStruct((4,), jnp.float32)})
+        assert np.array_equal(got["x"], np.arange(4.0) + 1)
+
+
 def test_should_save_cadence(tmp_path):
     with CheckpointManager(tmp_path, save_every=3) as mgr:
         assert [s for s in range(1, 11) if mgr.should_save(s)] == [3, 6, 9]
