@@ -19,6 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
+from jaxalign import hostmem
+
 
 def timed(fn, repeats: int) -> list[float]:
     out = []
@@ -62,7 +64,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--length", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=5)
+    hostmem.add_argument(parser)
     args = parser.parse_args()
+    malloc = hostmem.from_args(args)
 
     from transformers import AutoModelForCausalLM
 
@@ -119,6 +123,7 @@ def main() -> None:
         "mfu_baseline": round(mfu_torch, 3),
         "peak_gflops": round(peak, 1),
         "max_abs_logit_diff": max_diff,
+        "malloc": malloc,
     }
     print("RESULT " + json.dumps(result))
 

@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import torch
 
+from jaxalign import hostmem
+
 
 def read_bandwidth_gbs(nbytes: int = 512 * 2**20) -> float:
     """Streaming read bandwidth (GB/s): an XLA reduction over a large float32 array, median of 5."""
@@ -39,7 +41,9 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
+    hostmem.add_argument(parser)
     args = parser.parse_args()
+    malloc = hostmem.from_args(args)
 
     from transformers import AutoModelForCausalLM
 
@@ -101,7 +105,7 @@ def main() -> None:
     result = {"name": f"generate_smollm2_135m_b{first}_{n}tok", "ours": round(results[first][0], 2),
               "baseline": round(results[first][1], 2), "unit": "ms/step",
               "ratio": round(results[first][1] / results[first][0], 3), "bound_ms_per_step": round(bound_ms, 2),
-              "read_bandwidth_gbs": round(bw, 1)}
+              "read_bandwidth_gbs": round(bw, 1), "malloc": malloc}
     for b, (o, t) in results.items():
         result[f"b{b}_ours_ms"], result[f"b{b}_baseline_ms"], result[f"b{b}_ratio"] = round(o, 2), round(t, 2), \
             round(t / o, 3)

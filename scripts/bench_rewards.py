@@ -23,6 +23,8 @@ import time
 import numpy as np
 import torch
 
+from jaxalign import hostmem
+
 
 def torch_scores(model, batches, alpha: float) -> list[float]:
     """The endogenous response reward (terminal "zero") from HF logits, batch by batch."""
@@ -45,7 +47,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--alpha", type=float, default=1.0)
+    hostmem.add_argument(parser)
     args = parser.parse_args()
+    malloc = hostmem.from_args(args)
 
     from transformers import AutoModelForCausalLM
 
@@ -111,7 +115,7 @@ def main() -> None:
           f"(runs {', '.join(f'{x:.2f}' for x in torch_t)}); torch threads {torch.get_num_threads()}")
     result = {"name": f"endogenous_reward_smollm2_135m_b{args.batch}", "ours": round(n / ours_s, 3),
               "baseline": round(n / torch_s, 3), "unit": "pairs/s", "ratio": round(torch_s / ours_s, 3),
-              "max_score_diff": max_diff}
+              "max_score_diff": max_diff, "malloc": malloc}
     print("RESULT " + json.dumps(result))
 
 

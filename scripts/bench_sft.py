@@ -1,9 +1,10 @@
 """SFT train-step throughput: jaxalign vs transformers/torch + torch.optim.AdamW on SmolLM2-135M.
 
 B=4, T=512, forward + backward + AdamW on the same float32 weights and tokens, in one process,
-interleaved. Reports tokens/s and model FLOPs utilisation (6 FLOPs per parameter per token plus
-causal attention, the usual training count) against this machine's sustained float32 matmul peak
-measured in the same run (see bench_forward.MatmulPeak). Ends with one line: RESULT {json}.
+each side's steps in one block after its warm-up. Reports tokens/s and model FLOPs utilisation
+(6 FLOPs per parameter per token plus causal attention, the usual training count) against this
+machine's sustained float32 matmul peak measured in the same run (see bench_forward.MatmulPeak).
+Ends with one line: RESULT {json}.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import sys
 
@@ -19,6 +21,8 @@ import numpy as np
 import optax
 import torch
 from flax import nnx
+
+from jaxalign import hostmem
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_forward import MatmulPeak, timed  # noqa: E402
@@ -29,7 +33,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--length", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=4)
+    hostmem.add_argument(parser)
     args = parser.parse_args()
+    malloc = hostmem.from_args(args)
 
     from transformers import AutoModelForCausalLM
 
@@ -67,13 +73,19 @@ def main() -> None:
         torch_opt.step()
         return float(out.loss)
 
-    first_ours, first_torch = run_ours(), run_torch()  # compile / warm up; same loss on the same weights
+    # Each side runs its steps in one block after its own warm-up step. Interleaved single steps
+    # made each side pay for the other's heap use (one allocator per process): the first jaxalign
+    # step after a torch step took 30+ s instead of ~20.
     peak_probe = MatmulPeak()
-    ours_t, torch_t = [], []
-    for _ in range(args.repeats):
-        ours_t += timed(run_ours, 1)
-        torch_t += timed(run_torch, 1)
-        peak_probe.sample()
+    peak_probe.sample()
+    first_ours = run_ours()  # compiles; the same loss as torch on the same weights
+    faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    ours_t = timed(run_ours, args.repeats)
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0) / args.repeats
+    peak_probe.sample()
+    first_torch = run_torch()
+    torch_t = timed(run_torch, args.repeats)
+    peak_probe.sample()
     peak = peak_probe.gflops()
     tokens = b * t
     o, r = statistics.median(ours_t), statistics.median(torch_t)
@@ -83,12 +95,14 @@ def main() -> None:
           f"(runs {', '.join(f'{x:.2f}' for x in ours_t)})")
     print(f"transformers median {r:.2f}s/step  {tokens / r:7.0f} tokens/s  {flops / r / 1e9 / peak:6.1%} of peak  "
           f"(runs {', '.join(f'{x:.2f}' for x in torch_t)})")
-    print(f"float32 matmul peak {peak:.1f} GFLOP/s (sustained, median); {flops / 1e12:.2f} TFLOP per step")
+    print(f"float32 matmul peak {peak:.1f} GFLOP/s (sustained, median); {flops / 1e12:.2f} TFLOP per step; "
+          f"allocator {malloc}: {faults:.0f} page faults per jaxalign step")
     print("RESULT " + json.dumps({
         "name": f"sft_step_smollm2_135m_b{b}_t{t}", "ours": round(tokens / o, 1), "baseline": round(tokens / r, 1),
         "unit": "tokens/s", "ratio": round(r / o, 3), "mfu_ours": round(flops / o / 1e9 / peak, 3),
         "mfu_baseline": round(flops / r / 1e9 / peak, 3), "peak_gflops": round(peak, 1),
-        "initial_loss_ours": round(first_ours, 4), "initial_loss_baseline": round(first_torch, 4)}))
+        "initial_loss_ours": round(first_ours, 4), "initial_loss_baseline": round(first_torch, 4), "malloc": malloc,
+        "page_faults_per_step_ours": round(faults)}))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import importlib
 import logging
 import sys
 
+from jaxalign import hostmem
 from jaxalign.config import ConfigError
 from jaxalign.data.checks import DataError
 from jaxalign.models.config import CheckpointError
@@ -38,5 +39,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """The `jaxalign` command: restarts once with XLA-friendly allocator settings (see hostmem)."""
+    hostmem.reexec_with_tuned_malloc()
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()
