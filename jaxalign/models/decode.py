@@ -23,6 +23,7 @@ from jaxalign.models.transformer import Transformer, prepare_inputs
 from jaxalign.sharding import current as current_mesh
 
 SMALL_M = 16  # rows at or below which `linear` streams weights instead of calling GEMM
+SMALLEST_SPAN = 64  # shortest cache prefix a step attends over (see `_cached_attention`)
 
 
 @struct.dataclass
@@ -119,13 +120,40 @@ def linear(x_MK: jax.Array, w_NK: jax.Array, out_dtype=None) -> jax.Array:
     return jnp.einsum("mk,nk->mn", x_MK, w_NK, preferred_element_type=out_dtype or x_MK.dtype)
 
 
-def _cached_attention(q_BTNH, k_BKHS, v_BKSH, mask_BTS):
-    """Attention of a chunk over the cache; long chunks on one CPU go row by row (cache-friendly)."""
+def attention_spans(size: int, smallest: int = SMALLEST_SPAN) -> tuple[int, ...]:
+    """Static prefix lengths a chunk may attend over: doubling from `smallest`, ending at `size`."""
+    spans = []
+    span = smallest
+    while span < size:
+        spans.append(span)
+        span *= 2
+    return (*spans, size)
+
+
+def _cached_attention(q_BTNH, k_BKHS, v_BKSH, mask_BTS, used):
+    """Attention of a chunk over the cache's first `used` slots (the rest are empty).
+
+    Slots are written front to back, so a decode step only needs the used prefix: a `lax.switch`
+    picks the smallest static span (`attention_spans`) that covers it, and the step reads that
+    much of each layer's cache instead of all of it. Long chunks on one CPU go row by row.
+    """
     b, t = q_BTNH.shape[:2]
-    if t > 1 and b > 1 and jax.default_backend() == "cpu" and current_mesh() is None:
-        return jax.lax.map(lambda a: attention(*(x[None] for x in a), keys_transposed=True)[0],
-                           (q_BTNH, k_BKHS, v_BKSH, mask_BTS))
-    return attention(q_BTNH, k_BKHS, v_BKSH, mask_BTS, keys_transposed=True)
+    spans = attention_spans(k_BKHS.shape[-1]) if current_mesh() is None else (k_BKHS.shape[-1],)
+    row_by_row = t > 1 and b > 1 and jax.default_backend() == "cpu" and current_mesh() is None
+
+    def over(span):
+        def attend(q, k, v, mask):
+            k, v, mask = k[..., :span], v[:, :, :span], mask[..., :span]
+            if row_by_row:
+                return jax.lax.map(lambda a: attention(*(x[None] for x in a), keys_transposed=True)[0],
+                                   (q, k, v, mask))
+            return attention(q, k, v, mask, keys_transposed=True)
+        return attend
+
+    if len(spans) == 1:
+        return over(spans[0])(q_BTNH, k_BKHS, v_BKSH, mask_BTS)
+    which = jnp.searchsorted(jnp.asarray(spans), used)  # first span >= used
+    return jax.lax.switch(which, [over(s) for s in spans], q_BTNH, k_BKHS, v_BKSH, mask_BTS)
 
 
 def _layer(c: ModelConfig, w: dict, x_BTD, positions_BT, mask_BTS, k_cache, v_cache, write_index):
@@ -147,7 +175,7 @@ def _layer(c: ModelConfig, w: dict, x_BTD, positions_BT, mask_BTS, k_cache, v_ca
     v = v.transpose(0, 2, 1, 3)
     k_cache = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, 0, 0, write_index))
     v_cache = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, 0, write_index, 0))
-    out = _cached_attention(q, k_cache.astype(cd), v_cache.astype(cd), mask_BTS)
+    out = _cached_attention(q, k_cache.astype(cd), v_cache.astype(cd), mask_BTS, write_index + t)
     out = linear(out.reshape(b * t, n * h), w["o"].astype(cd))
     if c.o_bias:
         out = out + w["o_bias"].astype(cd)

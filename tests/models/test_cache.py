@@ -75,3 +75,35 @@ def test_bfloat16_cache_decode_close_to_full_forward():
                                               positions=np.full((2, 1), t, np.int32))
         steps.append(np.asarray(logits))
     np.testing.assert_allclose(np.concatenate(steps, 1), full, atol=0.05)
+
+
+def test_attention_spans_double_up_to_the_cache_size():
+    from jaxalign.models.decode import attention_spans
+
+    assert attention_spans(200) == (64, 128, 200)
+    assert attention_spans(256) == (64, 128, 256)
+    assert attention_spans(64) == (64,) and attention_spans(16) == (16,)
+
+
+def test_decode_across_attention_spans_equals_full_forward():
+    """Steps attend over the used prefix of the cache only (64, 128, then all 200 slots); crossing
+    each boundary changes nothing: every step equals the full forward pass."""
+    model = tiny()
+    n = 140
+    ids = np.random.RandomState(2).randint(0, 61, (2, n)).astype(np.int32)
+    mask = np.ones_like(ids)
+    mask[1, :7] = 0  # left padding on row 1
+    full = np.asarray(models.forward(model, ids, attention_mask=mask))
+    pos = np.asarray(models.default_positions(mask))
+    cache = models.init_cache(model.config, 2, 200)
+    prefix = 60
+    logits, cache = models.jit_forward_cached(model, ids[:, :prefix], cache, attention_mask=mask[:, :prefix],
+                                              positions=pos[:, :prefix])
+    steps = [np.asarray(logits)]
+    for t in range(prefix, n):
+        logits, cache = models.jit_forward_cached(model, ids[:, t:t + 1], cache,
+                                                  attention_mask=mask[:, t:t + 1], positions=pos[:, t:t + 1])
+        steps.append(np.asarray(logits))
+    cached = np.concatenate(steps, axis=1)
+    real = mask.astype(bool)
+    np.testing.assert_allclose(cached[real], full[real], atol=2e-5, rtol=1e-5)
