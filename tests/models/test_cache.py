@@ -17,21 +17,26 @@ def test_token_by_token_decode_equals_full_forward():
     mask = np.ones_like(ids)
     mask[0, :4] = 0  # left padding on row 0
     mask[2, :1] = 0
+    cache = _prefill_then_step_by_step_equals_forward(model, ids, mask, cache_size=16, prefix=5)
+    assert int(cache.index) == 10
+
+
+def _prefill_then_step_by_step_equals_forward(model, ids, mask, *, cache_size, prefix):
+    """Prefills `prefix` tokens, decodes the rest one at a time; checks every real position."""
     full = np.asarray(models.forward(model, ids, attention_mask=mask))
     pos = np.asarray(models.default_positions(mask))
-    cache = models.init_cache(model.config, 3, 16)
-    prefix = 5
+    cache = models.init_cache(model.config, ids.shape[0], cache_size)
     logits, cache = models.jit_forward_cached(model, ids[:, :prefix], cache, attention_mask=mask[:, :prefix],
-                                          positions=pos[:, :prefix])
+                                              positions=pos[:, :prefix])
     steps = [np.asarray(logits)]
-    for t in range(prefix, 10):
+    for t in range(prefix, ids.shape[1]):
         logits, cache = models.jit_forward_cached(model, ids[:, t:t + 1], cache,
                                                   attention_mask=mask[:, t:t + 1], positions=pos[:, t:t + 1])
         steps.append(np.asarray(logits))
     cached = np.concatenate(steps, axis=1)
     real = mask.astype(bool)
     np.testing.assert_allclose(cached[real], full[real], atol=2e-5, rtol=1e-5)
-    assert int(cache.index) == 10
+    return cache
 
 
 def test_chunks_with_holes_equal_contiguous_sequence():
@@ -93,17 +98,4 @@ def test_decode_across_attention_spans_equals_full_forward():
     ids = np.random.RandomState(2).randint(0, 61, (2, n)).astype(np.int32)
     mask = np.ones_like(ids)
     mask[1, :7] = 0  # left padding on row 1
-    full = np.asarray(models.forward(model, ids, attention_mask=mask))
-    pos = np.asarray(models.default_positions(mask))
-    cache = models.init_cache(model.config, 2, 200)
-    prefix = 60
-    logits, cache = models.jit_forward_cached(model, ids[:, :prefix], cache, attention_mask=mask[:, :prefix],
-                                              positions=pos[:, :prefix])
-    steps = [np.asarray(logits)]
-    for t in range(prefix, n):
-        logits, cache = models.jit_forward_cached(model, ids[:, t:t + 1], cache,
-                                                  attention_mask=mask[:, t:t + 1], positions=pos[:, t:t + 1])
-        steps.append(np.asarray(logits))
-    cached = np.concatenate(steps, axis=1)
-    real = mask.astype(bool)
-    np.testing.assert_allclose(cached[real], full[real], atol=2e-5, rtol=1e-5)
+    _prefill_then_step_by_step_equals_forward(model, ids, mask, cache_size=200, prefix=60)
