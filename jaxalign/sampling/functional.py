@@ -69,7 +69,10 @@ def sample(logits_BV: jax.Array, key: jax.Array, config: SamplingConfig) -> tupl
     else:
         tokens, total = _inverse_cdf(x - m, key)
     picked = jnp.take_along_axis(x, tokens[:, None], axis=-1)[:, 0]
-    return tokens, picked - m[:, 0] - jnp.log(total)
+    # XLA fuses exp(x - m) with the division by the temperature, so the max token's own term can
+    # come out a few ulps below 1 and `total` below 1: a near-certain token would then get a
+    # log-prob of +1e-6. A log-prob is never positive; the clamp removes only that round-off.
+    return tokens, jnp.minimum(picked - m[:, 0] - jnp.log(total), 0.0)
 
 
 def _inverse_cdf(shifted_BV: jax.Array, key: jax.Array, block: int = 256) -> tuple[jax.Array, jax.Array]:
