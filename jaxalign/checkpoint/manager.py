@@ -57,11 +57,14 @@ class CheckpointManager:
     """
 
     def __init__(
-        self, directory: str | os.PathLike, *, keep: int = 3, save_every: int = 100, async_save: bool = True
+        self, directory: str | os.PathLike, *, keep: int = 3, save_every: int = 100, async_save: bool = True,
+        start_over: bool = False,
     ) -> None:
         """Opens (creating if needed) `directory`; keeps the newest `keep` steps; `should_save` every `save_every`.
 
         Leftovers of a crashed run (temporary step directories, half-deleted old steps) are removed here.
+        `start_over` (a trainer's resume=False) also deletes every earlier step, which would otherwise
+        collide with this run's saves.
         """
         if keep < 1:
             raise ValueError(f"keep must be >= 1, got {keep}")
@@ -90,6 +93,8 @@ class CheckpointManager:
             item_names=(_STATE, _EXTRA),
             item_handlers={_STATE: ocp.PyTreeCheckpointHandler(), _EXTRA: ocp.JsonCheckpointHandler()},
         )
+        if start_over:
+            self.clear()
 
     @property
     def directory(self) -> str:

@@ -130,15 +130,15 @@ def attention_spans(size: int, smallest: int = SMALLEST_SPAN) -> tuple[int, ...]
     return (*spans, size)
 
 
-def _cached_attention(q_BTNH, k_BKHS, v_BKSH, mask_BTS, used):
-    """Attention of a chunk over the cache's first `used` slots (the rest are empty).
+def _cached_attention(q_BTNH, k_BKHS, v_BKSH, mask_BTS, spans, which):
+    """Attention of a chunk over the first `spans[which]` slots of the cache (the rest are empty).
 
-    Slots are written front to back, so a decode step only needs the used prefix: a `lax.switch`
-    picks the smallest static span (`attention_spans`) that covers it, and the step reads that
-    much of each layer's cache instead of all of it. Long chunks on one CPU go row by row.
+    Slots are written front to back, so a step only needs the used prefix: `decode_forward` picks
+    the smallest static span that covers it (`attention_spans`) once per call, and each layer's
+    `lax.switch` reads that much of its cache instead of all of it. Long chunks on one CPU go row
+    by row.
     """
     b, t = q_BTNH.shape[:2]
-    spans = attention_spans(k_BKHS.shape[-1]) if current_mesh() is None else (k_BKHS.shape[-1],)
     row_by_row = t > 1 and b > 1 and jax.default_backend() == "cpu" and current_mesh() is None
 
     def over(span):
@@ -152,11 +152,11 @@ def _cached_attention(q_BTNH, k_BKHS, v_BKSH, mask_BTS, used):
 
     if len(spans) == 1:
         return over(spans[0])(q_BTNH, k_BKHS, v_BKSH, mask_BTS)
-    which = jnp.searchsorted(jnp.asarray(spans), used)  # first span >= used
     return jax.lax.switch(which, [over(s) for s in spans], q_BTNH, k_BKHS, v_BKSH, mask_BTS)
 
 
-def _layer(c: ModelConfig, w: dict, x_BTD, positions_BT, mask_BTS, k_cache, v_cache, write_index):
+def _layer(c: ModelConfig, w: dict, x_BTD, positions_BT, mask_BTS, k_cache, v_cache, write_index, spans,
+           which):
     b, t, d = x_BTD.shape
     n, kh, h = c.num_heads, c.num_kv_heads, c.head_dim
     cd = x_BTD.dtype
@@ -175,7 +175,7 @@ def _layer(c: ModelConfig, w: dict, x_BTD, positions_BT, mask_BTS, k_cache, v_ca
     v = v.transpose(0, 2, 1, 3)
     k_cache = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, 0, 0, write_index))
     v_cache = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, 0, write_index, 0))
-    out = _cached_attention(q, k_cache.astype(cd), v_cache.astype(cd), mask_BTS, write_index + t)
+    out = _cached_attention(q, k_cache.astype(cd), v_cache.astype(cd), mask_BTS, spans, which)
     out = linear(out.reshape(b * t, n * h), w["o"].astype(cd))
     if c.o_bias:
         out = out + w["o_bias"].astype(cd)
@@ -207,10 +207,12 @@ def decode_forward(config: ModelConfig, weights: DecodeWeights, input_ids_BC, ca
     slots = jnp.arange(cache.size)
     causal = slots[None, :] <= (write_index + jnp.arange(t))[:, None]
     mask = causal[None] & new_mask[:, None, :]
+    spans = attention_spans(cache.size) if current_mesh() is None else (cache.size,)
+    which = jnp.searchsorted(jnp.asarray(spans), write_index + t)  # smallest span covering the used slots
     x = jnp.take(weights.embed, input_ids_BC, axis=0).astype(cd)
     ks, vs = [], []
     for i, w in enumerate(weights.layers):
-        x, k, v = _layer(c, w, x, positions_BC, mask, cache.k[i], cache.v[i], write_index)
+        x, k, v = _layer(c, w, x, positions_BC, mask, cache.k[i], cache.v[i], write_index, spans, which)
         ks.append(k)
         vs.append(v)
     h = rms_norm(x, weights.final_norm, c.rms_norm_eps).reshape(b * t, -1)

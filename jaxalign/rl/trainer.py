@@ -229,9 +229,7 @@ class GRPOTrainer:
 
         c = self.config
         ckpt = CheckpointManager(os.path.join(c.run_dir, "checkpoints"), keep=c.keep_checkpoints,
-                                 save_every=c.save_every)
-        if not resume:  # starting over: an earlier run's steps would collide with this run's saves
-            ckpt.clear()
+                                 save_every=c.save_every, start_over=not resume)
         if resume and ckpt.latest_step() is not None:
             self.step, self.state, extra = ckpt.restore(self.state)
             self.position, self.solved_all = extra["position"], extra["solved_all"]

@@ -138,9 +138,7 @@ def train_sft(config: SFTConfig, *, resume: bool = True) -> dict:
     # Every host renders the same rows (cheap, deterministic) but materialises only its own slice.
     lo, hi = distributed.batch_rows(mesh, sharding.TRAIN_RULES, config.batch_size)
     ckpt = CheckpointManager(os.path.join(config.run_dir, "checkpoints"), keep=config.keep_checkpoints,
-                             save_every=config.save_every)
-    if not resume:  # starting over: an earlier run's steps would collide with this run's saves
-        ckpt.clear()
+                             save_every=config.save_every, start_over=not resume)
     start_epoch = start_index = 0
     if resume and ckpt.latest_step() is not None:
         step0, state, extra = ckpt.restore(state)

@@ -119,6 +119,8 @@ def test_clear_removes_every_step_so_a_restarted_run_can_save_them_again(tmp_pat
         mgr.wait()
         _, got, _ = mgr.restore({"x": jax.ShapeDtypeStruct((4,), jnp.float32)})
         assert np.array_equal(got["x"], np.arange(4.0) + 1)
+    with CheckpointManager(tmp_path, keep=3, save_every=1, start_over=True) as mgr:  # what resume=False opens
+        assert mgr.all_steps() == [] and os.listdir(tmp_path) == []
 
 
 def test_should_save_cadence(tmp_path):

@@ -270,9 +270,7 @@ def train_rm(config: RMConfig, *, resume: bool = True) -> dict:
     step_fn, state = compile_step(make_rm_step(graphdef, optimizer, loss_fn), init_rm_state(params, frozen, optimizer),
                                   mesh, sharding.TRAIN_RULES, batch_axis=0)
     ckpt = CheckpointManager(os.path.join(config.run_dir, "checkpoints"), keep=config.keep_checkpoints,
-                             save_every=config.save_every)
-    if not resume:  # starting over: an earlier run's steps would collide with this run's saves
-        ckpt.clear()
+                             save_every=config.save_every, start_over=not resume)
     start_epoch = start_index = 0
     if resume and ckpt.latest_step() is not None:
         step0, state, extra = ckpt.restore(state)
