@@ -1,24 +1,34 @@
 """Host allocator settings that keep XLA:CPU from re-faulting its temporary buffer every step.
 
-XLA:CPU allocates one temporary buffer per execution (all of a step's intermediates: 6.2 GB for a
+XLA:CPU allocates one temporary buffer per execution (all of a step's intermediates: 5-6 GB for a
 SmolLM2-135M train step at B=4, T=512) with `posix_memalign` on one of its worker threads, and frees
 it when the step ends. glibc serves a request that large from the thread's own arena with a fresh
-`mmap` and returns it with `munmap` on free, so every step touches gigabytes of new pages: 1.6 M
-page faults and 5-7 s of kernel time in a 21 s step, measured with `getrusage` on this project's
-2-core CPU machine. With one arena, heap-only allocation and no trimming, the freed buffer stays in
-the process and the next step reuses it: no faults, 17.5 s per step (scripts/bench_sft.py shows the
-difference with `--system-malloc`).
+`mmap` and returns it with `munmap` on free, so every step touches gigabytes of new 4 KiB pages:
+1.6 M page faults and 5-7 s of kernel time in a 23 s step, measured with `getrusage` on this
+project's 2-core CPU machine.
 
-glibc reads these settings (`GLIBC_TUNABLES`) once, at process start. The `jaxalign` command
-therefore restarts itself once with them set (`reexec_with_tuned_malloc`); code that imports
-jaxalign's modules into its own process can call the same function first thing, start it with
-`tuned_environ()` as its environment, or export `GLIBC_TUNABLES=$(python -m jaxalign.hostmem)`.
-Settings the caller already put in `GLIBC_TUNABLES` win.
-`JAXALIGN_SYSTEM_MALLOC=1` turns all of this off. Only the training process is affected: sandbox
-workers get a fresh environment (jaxalign.tools.backends.worker_env).
+The remedy: glibc with transparent huge pages (`glibc.malloc.hugetlb=1`). The buffer is still mapped
+and unmapped every step, so memory goes back to the system as before, but in 2 MiB pages: ~5 k
+faults instead of 1.6 M, 19.3-21 s per step instead of 23.2-24.6 s, resident size flat (9 GB).
+It needs THP in `madvise` or `always` mode (/sys/kernel/mm/transparent_hugepage/enabled); with
+`never` it changes nothing.
 
-The cost: memory freed by a step is kept for the next one instead of being returned to the system
-(the process's resident size stays at its peak, as with an accelerator's caching allocator).
+Two ways of keeping the buffer instead were measured and rejected because the resident size grew
+until the kernel's OOM killer stopped the run (24 GB on this machine):
+- glibc's heap (one arena, no mmap, no trimming; jaxalign's first version): small allocations were
+  carved out of the freed buffer, so the next step's request no longer fit and the heap grew by
+  another 6 GB every few steps. Steady steps took 17.7-19 s.
+- jemalloc preloaded with `dirty_decay_ms:-1,muzzy_decay_ms:-1`: 17.7-18.2 s per step and 9 GB for
+  a lone SFT loop, but scripts/bench_sft.py (torch's training step in the same process) was killed
+  at 24 GB: freed memory is never returned, and jemalloc keeps it per arena (likely the cause).
+
+Allocator settings are read once, at process start. The `jaxalign` command therefore restarts
+itself once with them (`reexec_with_tuned_malloc`); code that imports jaxalign's modules into its
+own process can call the same function first thing, start it with `tuned_environ()` as its
+environment, or run under `GLIBC_TUNABLES=$(python -m jaxalign.hostmem) python ...`. Settings the
+caller already has in `GLIBC_TUNABLES` win; `JAXALIGN_SYSTEM_MALLOC=1` turns all of this off. Only
+the training process is affected: sandbox workers get a fresh environment
+(jaxalign.tools.backends.worker_env).
 """
 
 from __future__ import annotations
@@ -28,11 +38,7 @@ import platform
 import sys
 from collections.abc import Mapping
 
-TUNABLES = {
-    "glibc.malloc.arena_max": "1",  # every thread allocates from the main arena, which can grow its heap
-    "glibc.malloc.mmap_max": "0",  # large blocks come from that heap instead of a fresh mapping each
-    "glibc.malloc.trim_threshold": str(1 << 40),  # and freed blocks are kept for the next step
-}
+TUNABLES = {"glibc.malloc.hugetlb": "1"}  # map large blocks with transparent huge pages (2 MiB faults)
 MARKER = "JAXALIGN_TUNED_MALLOC"  # set by the restart, so it happens once
 OPT_OUT = "JAXALIGN_SYSTEM_MALLOC"
 
@@ -75,14 +81,14 @@ def reexec_with_tuned_malloc() -> None:
 
 
 def in_use() -> str:
-    """"tuned" when this process runs with the settings (restarted by jaxalign), else "system"."""
-    return "tuned" if os.environ.get(MARKER) else "system"
+    """"glibc-thp" when this process runs with the settings (restarted by jaxalign), else "system"."""
+    return "glibc-thp" if os.environ.get(MARKER) else "system"
 
 
 def add_argument(parser) -> None:
     """`--system-malloc` for scripts that call `from_args` (benchmarks compare both)."""
     parser.add_argument("--system-malloc", action="store_true",
-                        help="keep glibc's default allocator settings instead of jaxalign.hostmem's")
+                        help="keep the default glibc allocator instead of jaxalign.hostmem's settings")
 
 
 def from_args(args) -> str:

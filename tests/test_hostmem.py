@@ -15,20 +15,23 @@ glibc_only = pytest.mark.skipif(not hostmem.applies({}), reason="GLIBC_TUNABLES 
 
 
 def test_merge_keeps_the_callers_settings_and_adds_the_rest():
-    assert hostmem.merge_tunables(None) == ("glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:"
-                                            f"glibc.malloc.trim_threshold={1 << 40}")
-    merged = hostmem.merge_tunables("glibc.malloc.arena_max=4:glibc.cpu.x86_rep_movsb_threshold=2048")
-    assert merged.split(":") == ["glibc.malloc.arena_max=4", "glibc.cpu.x86_rep_movsb_threshold=2048",
-                                 "glibc.malloc.mmap_max=0", f"glibc.malloc.trim_threshold={1 << 40}"]
-    env = hostmem.tuned_environ({"PATH": "/bin"})
-    assert env["PATH"] == "/bin" and env[hostmem.MARKER] == "1" and "arena_max=1" in env["GLIBC_TUNABLES"]
+    assert hostmem.merge_tunables(None) == "glibc.malloc.hugetlb=1"
+    merged = hostmem.merge_tunables("glibc.malloc.hugetlb=0:glibc.cpu.x86_rep_movsb_threshold=2048")
+    assert merged.split(":") == ["glibc.malloc.hugetlb=0", "glibc.cpu.x86_rep_movsb_threshold=2048"]
+    assert hostmem.merge_tunables("glibc.malloc.arena_max=2") == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
+
+
+def test_environ_adds_the_settings_and_the_marker():
+    env = hostmem.tuned_environ({"PATH": "/bin", "GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})
+    assert env["PATH"] == "/bin" and env["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
+    assert env[hostmem.MARKER] == "1"
     assert not hostmem.applies(env)  # restarted once, never again
 
 
 RESTART = """
 import json, os, sys
 from jaxalign import hostmem
-print(json.dumps([os.getpid(), os.environ.get("GLIBC_TUNABLES"), sys.argv[1:]]), flush=True)
+print(json.dumps([os.getpid(), hostmem.in_use(), sys.argv[1:]]), flush=True)
 hostmem.reexec_with_tuned_malloc()
 """
 
@@ -44,9 +47,9 @@ def test_restart_keeps_pid_and_arguments_and_happens_once():
                          check=True, timeout=60)
     runs = [json.loads(line) for line in out.stdout.splitlines()]
     assert len(runs) == 2, out.stdout  # the original and one restart
-    (pid0, tun0, args0), (pid1, tun1, args1) = runs
+    (pid0, mode0, args0), (pid1, mode1, args1) = runs
     assert pid0 == pid1 and args0 == args1 == ["a", "--b"]
-    assert tun0 is None and tun1 == hostmem.merge_tunables(None)
+    assert mode0 == "system" and mode1 == "glibc-thp"
 
 
 @glibc_only
@@ -68,15 +71,26 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-@glibc_only
-def test_tuned_allocator_reuses_xlas_temporary_buffer():
-    """Without the settings every call faults its temporary in again (4 KiB pages); with them, it is reused."""
-    def faults(env):
-        out = subprocess.run([sys.executable, "-c", FAULTS], capture_output=True, text=True, env=env, check=True,
-                             timeout=120)
-        return int(out.stdout.split()[-1])
+def _thp_available() -> bool:
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return "[never]" not in f.read()
+    except OSError:
+        return False
 
-    system = faults(_env(**{hostmem.OPT_OUT: "1"}))
-    tuned = faults(hostmem.tuned_environ(_env()))
+
+def _faults(env) -> int:
+    out = subprocess.run([sys.executable, "-c", FAULTS], capture_output=True, text=True, env=env, check=True,
+                         timeout=120)
+    return int(out.stdout.split()[-1])
+
+
+@glibc_only
+def test_settings_map_xlas_temporary_buffer_in_huge_pages():
+    """Every call maps its temporary buffer afresh; in 4 KiB pages by default, 2 MiB pages with the settings."""
+    if not _thp_available():
+        pytest.skip("transparent huge pages are disabled on this kernel ([never])")
+    system = _faults(_env(**{hostmem.OPT_OUT: "1"}))
+    tuned = _faults(hostmem.tuned_environ(_env()))
     assert system > 3 * 4000, (system, tuned)  # measured: 12.5 k per call (its temporaries, 51 MB)
     assert tuned < system // 10, (system, tuned)
