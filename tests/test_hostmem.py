@@ -31,7 +31,7 @@ def test_environ_adds_the_settings_and_the_marker():
 RESTART = """
 import json, os, sys
 from jaxalign import hostmem
-print(json.dumps([os.getpid(), hostmem.in_use(), sys.argv[1:]]), flush=True)
+print(json.dumps([os.getpid(), os.environ.get("GLIBC_TUNABLES"), hostmem.in_use(), sys.argv[1:]]), flush=True)
 hostmem.reexec_with_tuned_malloc()
 """
 
@@ -47,8 +47,9 @@ def test_restart_keeps_pid_and_arguments_and_happens_once():
                          check=True, timeout=60)
     runs = [json.loads(line) for line in out.stdout.splitlines()]
     assert len(runs) == 2, out.stdout  # the original and one restart
-    (pid0, mode0, args0), (pid1, mode1, args1) = runs
+    (pid0, tun0, mode0, args0), (pid1, tun1, mode1, args1) = runs
     assert pid0 == pid1 and args0 == args1 == ["a", "--b"]
+    assert tun0 is None and tun1 == hostmem.merge_tunables(None)
     assert mode0 == "system" and mode1 == "glibc-thp"
 
 
@@ -79,18 +80,18 @@ def _thp_available() -> bool:
         return False
 
 
-def _faults(env) -> int:
-    out = subprocess.run([sys.executable, "-c", FAULTS], capture_output=True, text=True, env=env, check=True,
-                         timeout=120)
-    return int(out.stdout.split()[-1])
-
-
 @glibc_only
 def test_settings_map_xlas_temporary_buffer_in_huge_pages():
     """Every call maps its temporary buffer afresh; in 4 KiB pages by default, 2 MiB pages with the settings."""
     if not _thp_available():
         pytest.skip("transparent huge pages are disabled on this kernel ([never])")
-    system = _faults(_env(**{hostmem.OPT_OUT: "1"}))
-    tuned = _faults(hostmem.tuned_environ(_env()))
+
+    def faults(env):
+        out = subprocess.run([sys.executable, "-c", FAULTS], capture_output=True, text=True, env=env, check=True,
+                             timeout=120)
+        return int(out.stdout.split()[-1])
+
+    system = faults(_env(**{hostmem.OPT_OUT: "1"}))
+    tuned = faults(hostmem.tuned_environ(_env()))
     assert system > 3 * 4000, (system, tuned)  # measured: 12.5 k per call (its temporaries, 51 MB)
     assert tuned < system // 10, (system, tuned)
