@@ -60,21 +60,40 @@ def worker_env(python: str) -> dict[str, str]:
     }
 
 
+def _within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _interpreter_dirs(python: str) -> list[str]:
+    """The directories ``python`` needs, spelt as the host reaches them (symlinks not resolved)."""
+    exe_dir = os.path.dirname(os.path.abspath(python))
+    dirs = [exe_dir, os.path.dirname(exe_dir), TOOLS_DIR]  # the parent is the prefix (a venv: its pyvenv.cfg)
+    if os.path.realpath(python) == os.path.realpath(sys.executable):
+        dirs += [os.path.dirname(os.path.abspath(sys.executable)), sys.prefix, sys.exec_prefix, sys.base_prefix,
+                 sys.base_exec_prefix, *site.getsitepackages()]
+    else:
+        dirs.append(os.path.dirname(os.path.dirname(os.path.realpath(python))))
+    return dirs
+
+
 def python_paths(python: str) -> list[str]:
     """Directories the interpreter needs inside the sandbox: prefixes, site-packages, worker code.
 
     For the running interpreter these are read from ``sys``; the venv or a CI checkout may live under
-    /tmp or /root, which the sandbox would otherwise hide.
+    /tmp or /root, which the sandbox would otherwise hide. Each directory is listed resolved and, when
+    a symlink leads to it (a venv or checkout reached through a link), also as the host spells it: the
+    worker is started, and finds its prefix and site-packages, by that spelling, so bwrap binds the
+    link's target there too (a bind's source is resolved on the host).
     """
-    if os.path.realpath(python) == os.path.realpath(sys.executable):
-        paths = [sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix, *site.getsitepackages()]
-    else:
-        paths = [os.path.dirname(os.path.dirname(os.path.realpath(python)))]
-    paths += [os.path.dirname(os.path.realpath(python)), TOOLS_DIR]
-    paths = sorted({os.path.realpath(p) for p in paths if os.path.isdir(p)}, key=len)
+    paths = set()
+    for path in map(os.path.abspath, _interpreter_dirs(python)):
+        if os.path.isdir(path):
+            paths |= {path, os.path.realpath(path)}
     kept: list[str] = []
-    for path in paths:  # drop paths already covered by a kept one or by the /usr bind
-        if not any(path == k or path.startswith(k.rstrip("/") + "/") for k in [*kept, "/usr"]):
+    # Drop paths already covered by a kept one or by the /usr bind: a link inside a bound directory
+    # is bound with it, and its target is in the list.
+    for path in sorted(paths, key=len):
+        if not any(_within(path, k) for k in [*kept, "/usr"]):
             kept.append(path)
     return kept
 
@@ -160,7 +179,9 @@ def probe(backend: str) -> str | None:
     if backend == BUBBLEWRAP:
         if shutil.which("bwrap") is None:
             return "bwrap is not installed (apt-get install bubblewrap)"
-        argv = [*bwrap_prefix(python_paths(python), 16), "--", python, "-I", "-S", "-c", "pass"]
+        # The worker script itself in probe mode, started as workers are: this checks that the
+        # interpreter, its site-packages and the worker code are all reachable inside.
+        argv = [*bwrap_prefix(python_paths(python), 16), "--", python, "-I", "-B", WORKER, json.dumps({"probe": True})]
     elif backend == NAMESPACES:
         if not is_root():
             return "needs root (unshare of mount and pid namespaces)"

@@ -250,7 +250,7 @@ class WorkerPool:
                 self._starting -= 1
                 if worker is not None:
                     self._idle.append(worker)
-                    self._cond.notify_all()
+                self._cond.notify_all()  # a failed start too: it changes what is in flight
 
     def acquire(self) -> Worker:
         """A live idle worker, or a freshly started one; WorkerError if none can be started."""

@@ -7,21 +7,31 @@ import dataclasses
 import threading
 from typing import Any
 
+from jaxalign.errors import UserError
 
-class SandboxUnavailableError(RuntimeError):
+
+class SandboxUnavailableError(UserError, RuntimeError):
     """The sandbox cannot run code: a forced backend is missing, or too many calls failed inside the
     sandbox machinery itself. Raised instead of returning results, so that tool-integrated RL stops
-    rather than silently turning into RL without tools."""
+    rather than silently turning into RL without tools.
+
+    A ``UserError``: the cause lies in the machine's setup (bubblewrap missing, an interpreter the
+    sandbox cannot reach), not in jaxalign, and the message names it (or the last sandbox failure),
+    so the CLI prints it in one line with exit code 2 instead of a traceback.
+    """
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SandboxResult:
     """Outcome of one call.
 
-    ``ok`` means the code ran to completion without an exception. ``error`` is None or one short line:
-    the exception ("ZeroDivisionError: division by zero"), "timeout", "memory limit", "crashed: ...",
-    "output truncated" (the code succeeded but printed more than allowed), or "sandbox failure: ..."
-    for a fault of the sandbox itself (then ``sandbox_failure`` is set; it is never the code's fault).
+    ``ok`` means the code ran to completion without an exception (``sys.exit(0)`` and ``sys.exit()``
+    count as completion: SystemExit is raised and caught like any exception). ``error`` is None or one
+    short line: the exception ("ZeroDivisionError: division by zero"), "timeout", "memory limit",
+    "crashed: ..." (the process ended without reporting: a signal, or ``os._exit`` with any code, 0
+    included, which skips the rest of the code), "output truncated" (the code succeeded but printed
+    more than allowed), or "sandbox failure: ..." for a fault of the sandbox itself (then
+    ``sandbox_failure`` is set; it is never the code's fault).
     """
 
     stdout: str = ""
@@ -30,7 +40,7 @@ class SandboxResult:
     error: str | None = None
     timed_out: bool = False
     memory_error: bool = False
-    crashed: bool = False  # the user process died without reporting (signal, os._exit, segfault)
+    crashed: bool = False  # the user process ended without reporting (signal, os._exit with any code, segfault)
     truncated: bool = False
     sandbox_failure: bool = False
     state_lost: bool = False  # sessions: the process was restarted, earlier variables are gone

@@ -156,6 +156,11 @@ class PythonSandbox:
         max_idle_workers: released workers (reset, not restarted) kept warm up to this many; default
             max(2 * workers, 128). A rollout holds one session per live trajectory, so keeping as many
             warm workers as trajectories per batch saves a process start per trajectory.
+
+    Attributes:
+        backend: the backend in use ("bubblewrap", "namespaces" or "rlimit-only"), fixed at
+            construction; a forced backend is never replaced by a weaker one, "auto" logs a WARNING
+            when it falls back. Also ``stats()["backend"]``.
     """
 
     def __init__(self, timeout_s: float = 5.0, memory_mb: int = 512, max_output_chars: int = 8192,
@@ -191,14 +196,18 @@ class PythonSandbox:
         self._finalizer = weakref.finalize(self, _shutdown, self._pool, self._factory, self._executors)
 
     def _announce(self, skipped: dict[str, str]) -> None:
+        """Log the backend once per process: a WARNING naming the weaker backend and why the stronger
+        ones were skipped, so a fallback (e.g. a probe that failed) is never silent."""
         if self.backend in _announced:
             return
         _announced.add(self.backend)
-        for name, reason in skipped.items():
-            logger.warning("Python sandbox: %s is unavailable (%s)", name, reason)
-        if self.backend == backends.RLIMIT_ONLY:
-            logger.warning("Python sandbox backend: rlimit-only. User code sees the host filesystem and process "
-                           "table (limited by uid, rlimits and seccomp); install bubblewrap for real isolation.")
+        why = "; ".join(f"{name} is unavailable ({reason})" for name, reason in skipped.items())
+        weaker = (" User code sees the host filesystem and process table (limited by uid, rlimits and seccomp); "
+                  "install bubblewrap for real isolation." if self.backend == backends.RLIMIT_ONLY else "")
+        if skipped:
+            logger.warning("Python sandbox: falling back to the weaker %s backend: %s.%s", self.backend, why, weaker)
+        elif weaker:
+            logger.warning("Python sandbox backend: %s.%s", self.backend, weaker)
         else:
             logger.info("Python sandbox backend: %s", self.backend)
 
@@ -260,10 +269,11 @@ class PythonSandbox:
         self._ensure_usable()
         return SandboxSession(self)
 
-    def stats(self) -> dict[str, int]:
-        """Counters: calls, ok, user_errors, timeouts, memory_errors, crashes, truncated,
-        sandbox_failures, workers_started, workers_restarted, worker_start_failures."""
-        return self._stats.snapshot()
+    def stats(self) -> dict[str, int | str]:
+        """``backend`` (the isolation in use, a string, for run metadata) and the integer counters:
+        calls, ok, user_errors, timeouts, memory_errors, crashes, truncated, sandbox_failures,
+        workers_started, workers_restarted, worker_start_failures."""
+        return {"backend": self.backend, **self._stats.snapshot()}
 
     def close(self) -> None:
         """Kill every worker and remove the sandbox's files; idempotent (also run at exit)."""

@@ -81,8 +81,9 @@ def _describe(status: int) -> tuple[str, str]:
         if sig == signal.SIGXCPU:
             return "timeout", "timeout (CPU time limit)"
         return "crash", f"crashed: killed by signal {signal.Signals(sig).name}"
-    code = os.waitstatus_to_exitcode(status)
-    return ("ok", "") if code == 0 else ("crash", f"crashed: exited with code {code}")
+    # A cell that finishes reports its outcome before the process exits; exiting first (os._exit)
+    # skipped the rest of the cell and the report, so even code 0 is a crash, not a success.
+    return "crash", f"crashed: exited with code {os.waitstatus_to_exitcode(status)} without finishing"
 
 
 class Server:
@@ -305,6 +306,8 @@ class Server:
             kind, error = "sandbox_failure", f"sandbox failure: user process setup failed: {detail}"
         elif sup["status"] is not None:
             kind, error = _describe(sup["status"])
+        elif outcome is not None:  # alive, but what it wrote is no outcome the runner sends
+            kind, error = "exception", "the code wrote garbage to the result pipe"
         if kind == "memory":
             error = "memory limit"
         out, err = sup["stdout"].text(), sup["stderr"].text()

@@ -1,4 +1,4 @@
-"""Fixtures for the sandbox tests: small limits so that every containment test stays fast."""
+"""Fixtures for the sandbox tests: one shared sandbox, and a factory for sandboxes of their own."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from jaxalign.tools import PythonSandbox
+from tests.tools.helpers import TIMEOUT_S
 
-LIMITS = {"timeout_s": 2.0, "memory_mb": 256, "max_output_chars": 2000}
+# Small memory and output limits keep the containment tests fast; the time limit is generous (see
+# helpers.TIMEOUT_S), and tests that expect a timeout pass a short one per call.
+LIMITS = {"timeout_s": TIMEOUT_S, "memory_mb": 256, "max_output_chars": 2000}
 
 
 @pytest.fixture(scope="session")

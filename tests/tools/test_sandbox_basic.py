@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 from jaxalign.tools import PythonSandbox, SandboxResult, backends
+from tests.tools.helpers import SHORT_TIMEOUT_S, TIMEOUT_S, pinned
 
 
 def test_backend_is_the_strongest_available(sandbox: PythonSandbox) -> None:
@@ -47,9 +48,10 @@ def test_system_exit(sandbox: PythonSandbox) -> None:
 
 
 def test_stateless_calls_do_not_share_state(make_sandbox) -> None:
-    sb = make_sandbox(workers=1)  # one worker: both calls go through the same server
-    assert sb.run("secret = 42\nimport colorsys").ok
-    r = sb.run("import sys\nprint('secret' in globals(), 'colorsys' in sys.modules)")
+    sb = make_sandbox(workers=1)
+    with pinned(sb) as run:  # both calls through the same server (the pool may hold two workers)
+        assert run("secret = 42\nimport colorsys").ok
+        r = run("import sys\nprint('secret' in globals(), 'colorsys' in sys.modules)")
     assert r.stdout == "False False\n"
 
 
@@ -103,7 +105,7 @@ def test_parent_environment_does_not_leak(sandbox: PythonSandbox, monkeypatch) -
 def test_timeout_can_be_set_per_call(sandbox: PythonSandbox) -> None:
     r = sandbox.run("import time; time.sleep(0.3); print('done')", timeout_s=0.1)
     assert r.timed_out and r.error == "timeout"
-    assert sandbox.run("import time; time.sleep(0.3); print('done')", timeout_s=5).stdout == "done\n"
+    assert sandbox.run("import time; time.sleep(0.3); print('done')", timeout_s=TIMEOUT_S).stdout == "done\n"
 
 
 def test_run_many_preserves_order(sandbox: PythonSandbox) -> None:
@@ -151,7 +153,7 @@ def test_stats_counters(make_sandbox) -> None:
     sb = make_sandbox()
     sb.run("print(1)")
     sb.run("1/0")
-    sb.run("while True: pass", timeout_s=0.2)
+    sb.run("while True: pass", timeout_s=SHORT_TIMEOUT_S)
     sb.run("bytearray(10**10)")
     stats = sb.stats()
     assert {k: stats[k] for k in ("calls", "ok", "user_errors", "timeouts", "memory_errors", "sandbox_failures")} == {

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from jaxalign.tools import PythonSandbox, backends
+from tests.tools.helpers import TIMEOUT_S, pinned
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -23,17 +24,19 @@ def test_no_network_to_a_server_of_the_parent() -> None:
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(1)
-    server.settimeout(0.5)
+    server.setblocking(False)
     port = server.getsockname()[1]
     try:
-        with PythonSandbox(timeout_s=2, workers=1) as sb:
+        with PythonSandbox(timeout_s=TIMEOUT_S, workers=1) as sb:
             code = f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=1)\nprint('connected')"
             r = sb.run(code)
             assert not r.ok and "connected" not in r.stdout
             r = sb.run(f"import socket\ns = socket.socket(socket.AF_INET6)\ns.connect(('::1', {port}))")
             assert not r.ok
-        with pytest.raises(TimeoutError):
-            server.accept()  # nobody ever reached the parent's server
+        # A connect that succeeded would sit in the accept queue by now (the calls have returned):
+        # an empty queue, checked without waiting, means nobody ever reached the parent's server.
+        with pytest.raises(BlockingIOError):
+            server.accept()
     finally:
         server.close()
 
@@ -56,14 +59,15 @@ def test_shared_tmp_is_not_writable(sandbox: PythonSandbox) -> None:
 
 def test_working_dir_is_private_writable_and_cleaned_up(make_sandbox) -> None:
     sb = make_sandbox(workers=1)
-    first = sb.run("import os\nopen('a.txt', 'w').write('hello')\nos.mkdir('d')\nprint(os.getcwd())")
-    assert first.ok, first.stderr
-    cwd = first.stdout.strip()
-    for _ in range(3):
-        assert sb.run("open('f.txt', 'w').write('x' * 100000)").ok
-    # Every call's directory is removed when it ends: listing the work root shows only our own.
-    r = sb.run(f"import os\nhere = os.getcwd()\nprint(here != {cwd!r}, os.path.exists({cwd!r}), os.listdir('.'))\n"
-               "print([d for d in os.listdir('..') if d.startswith('sbx-') and d != os.path.basename(here)])")
+    with pinned(sb) as run:  # one server, so the later calls see the same work root as the first
+        first = run("import os\nopen('a.txt', 'w').write('hello')\nos.mkdir('d')\nprint(os.getcwd())")
+        assert first.ok, first.stderr
+        cwd = first.stdout.strip()
+        for _ in range(3):
+            assert run("open('f.txt', 'w').write('x' * 100000)").ok
+        # Every call's directory is removed when it ends: listing the work root shows only our own.
+        r = run(f"import os\nhere = os.getcwd()\nprint(here != {cwd!r}, os.path.exists({cwd!r}), os.listdir('.'))\n"
+                "print([d for d in os.listdir('..') if d.startswith('sbx-') and d != os.path.basename(here)])")
     assert r.stdout == "True False []\n[]\n", r.stderr
     with sb.session() as s1, sb.session() as s2:
         s1.run("open('state.txt', 'w').write('1')")

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import signal
-
 import pytest
 
 from jaxalign.tools import PythonSandbox
+from tests.tools.helpers import SHORT_TIMEOUT_S, kill_tree, quiet_pool
 
 HOSTILE = {
     "fork_bomb": "import os\nwhile True:\n    os.fork()",
@@ -21,27 +19,7 @@ HOSTILE = {
     "fd_exhaustion": "fs = [open('f', 'w') for _ in range(10**6)]",
     "background_daemon": "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(1000)",
 }
-
-
-def _kill_tree(pid: int) -> None:
-    """SIGKILL ``pid`` and all its descendants (the worker server itself, not only bwrap)."""
-    children: dict[int, list[int]] = {}
-    for name in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        children.setdefault(int(stat[stat.rindex(b")") + 2 :].split()[1]), []).append(int(name))
-    stack, tree = [pid], []
-    while stack:
-        tree.append(stack.pop())
-        stack += children.get(tree[-1], [])
-    for p in tree:
-        try:
-            os.kill(p, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+MUST_TIME_OUT = ("infinite_loop", "long_sleep")  # run with a short limit; the rest with the generous default
 
 
 def _next_call_works(sb: PythonSandbox) -> None:
@@ -51,7 +29,7 @@ def _next_call_works(sb: PythonSandbox) -> None:
 
 @pytest.mark.parametrize("name", sorted(HOSTILE))
 def test_hostile_code_is_contained(sandbox: PythonSandbox, name: str) -> None:
-    r = sandbox.run(HOSTILE[name])
+    r = sandbox.run(HOSTILE[name], timeout_s=SHORT_TIMEOUT_S if name in MUST_TIME_OUT else None)
     assert not r.sandbox_failure, r.error
     if name == "background_daemon":
         assert r.ok  # the call itself is fine; the daemon is killed when the call ends
@@ -60,7 +38,7 @@ def test_hostile_code_is_contained(sandbox: PythonSandbox, name: str) -> None:
         assert len(r.stdout) < 2100 and r.stdout.endswith("[output truncated: 104855600 chars]")
     else:
         assert not r.ok and r.error
-    if name in ("infinite_loop", "long_sleep"):
+    if name in MUST_TIME_OUT:
         assert r.timed_out and r.error == "timeout"
     if name.startswith("memory_bomb"):
         assert r.memory_error and r.error == "memory limit"
@@ -82,20 +60,25 @@ def test_nothing_survives_its_call(make_sandbox) -> None:
 
 @pytest.mark.parametrize("code,error", [
     ("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", "crashed: killed by signal SIGKILL"),
-    ("import os\nos._exit(1)", "crashed: exited with code 1"),
+    # os._exit skips the rest of the cell and its report: a crash whatever the code, 0 included
+    # (sys.exit(0) raises SystemExit, which the cell catches: that is a normal end, see test_system_exit).
+    ("import os\nprint('before')\nos._exit(0)\nprint('after')", "crashed: exited with code 0 without finishing"),
+    ("import os\nos._exit(3)", "crashed: exited with code 3 without finishing"),
     ("import ctypes\nctypes.string_at(0)", "crashed: killed by signal SIGSEGV"),
 ])
 def test_crashing_code_is_reported_and_replaced(make_sandbox, code: str, error: str) -> None:
     sb = make_sandbox()
     r = sb.run(code)
     assert (r.ok, r.crashed, r.error, r.sandbox_failure) == (False, True, error, False)
+    assert r.stdout == ("before\n" if "before" in code else "")  # what it printed until then is kept
     _next_call_works(sb)
     assert sb.stats()["crashes"] == 1
     with sb.session() as s:
         s.run("x = 1")
-        assert s.run(code).crashed
+        r = s.run(code)
+        assert (r.ok, r.crashed, r.error) == (False, True, error)
         r = s.run("print('x' in globals())")
-        assert r.state_lost and "session was restarted" in r.stderr and r.stdout == "False\n"
+        assert r.ok and r.state_lost and "session was restarted" in r.stderr and r.stdout == "False\n"
     assert sb.stats()["workers_restarted"] >= 1
 
 
@@ -106,7 +89,7 @@ def test_session_restarts_after_timeout_and_memory_error(make_sandbox) -> None:
         r = s.run("x = bytearray(10 * 1024**3)")
         assert r.memory_error
         assert s.run("x + 1").stdout == "42\n"  # a MemoryError does not kill the session process
-        assert s.run("while True: pass", timeout_s=0.5).timed_out
+        assert s.run("while True: pass", timeout_s=SHORT_TIMEOUT_S).timed_out
         r = s.run("print('x' in globals())")
         assert r.ok and r.state_lost and r.stdout == "False\n"
         assert "restarted" in r.stderr and "timeout" in r.stderr
@@ -117,9 +100,10 @@ def test_session_restarts_after_timeout_and_memory_error(make_sandbox) -> None:
 def test_killed_worker_is_replaced(make_sandbox) -> None:
     sb = make_sandbox(workers=1)
     _next_call_works(sb)
-    workers = list(sb._pool._all)  # white-box: kill the servers themselves, as an OOM killer might
-    for w in workers:
-        _kill_tree(w.proc.pid)
+    with quiet_pool(sb) as workers:  # all of them: one still starting would escape the kill
+        pass
+    for w in workers:  # white-box: kill the servers themselves, as an OOM killer might
+        kill_tree(w.proc.pid)
         w.proc.wait()
     _next_call_works(sb)
     assert sb.stats()["workers_restarted"] >= 1
@@ -130,7 +114,8 @@ def test_worker_killed_during_a_session_loses_state_once(make_sandbox) -> None:
     sb = make_sandbox(workers=1)
     with sb.session() as s:
         s.run("x = 1")
-        _kill_tree(s._worker.proc.pid)
+        kill_tree(s._worker.proc.pid)
+        s._worker.proc.wait()  # dead before the next call, not merely signalled
         r = s.run("x")
         assert r.sandbox_failure and r.error.startswith("sandbox failure: worker")
         r = s.run("print('x' in globals())")
