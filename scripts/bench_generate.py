@@ -1,11 +1,13 @@
 """Generation throughput: jaxalign's jitted sampler vs transformers `generate` (KV cache).
 
-SmolLM2-135M-Instruct, the same dequantized float32 weights on both sides, batch 8 and batch 32,
-128 new tokens per row (EOS disabled so both generate exactly 128), plain sampling at
+SmolLM2-135M-Instruct, the same dequantized float32 weights on both sides, batch 8 and batch 32
+(plus batch 1 and 2, always: one prompt once decoded 7-10x slower per step than two), 128 new
+tokens per row (EOS disabled so both generate exactly 128), plain sampling at
 temperature 1 (no top-k/top-p on either side), in one process. Reports milliseconds per decode
 step (prefill included, as `generate` includes it) and, for scale, the memory-bandwidth bound:
 reading every weight once per step at this machine's measured read bandwidth.
-Ends with one line: RESULT {json} (ratio = transformers time / jaxalign time at batch 8).
+Ends with one line: RESULT {json} (ratio = transformers time / jaxalign time at batch 8; per-step
+milliseconds at batch 1 and 2 as b1_ms_per_step, b2_ms_per_step and their b*_baseline_* twins).
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ def read_bandwidth_gbs(nbytes: int = 512 * 2**20) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--batches", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--batches", type=int, nargs="+", default=[8, 32],
+                        help="batch sizes; the first is the headline, 1 and 2 are always added")
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     hostmem.add_argument(parser)
@@ -61,7 +64,8 @@ def main() -> None:
                  "List three prime numbers.", "What is 17 times 23?", "Describe the color blue.",
                  "Why is the sky blue?", "Give me a fun fact about owls."]
     results = {}
-    for b in args.batches:
+    batches = list(dict.fromkeys([*args.batches, 1, 2]))
+    for b in batches:
         prompts = [tok.apply_chat_template([{"role": "user", "content": questions[i % len(questions)]}],
                                            add_generation_prompt=True, tokenize=True, return_dict=False)
                    for i in range(b)]
@@ -96,6 +100,9 @@ def main() -> None:
         results[b] = (o_ms, t_ms)
         print(f"batch {b:3d}: jaxalign {o_ms:7.1f} ms/step ({b * 1000 / o_ms:7.1f} tokens/s)   "
               f"transformers {t_ms:7.1f} ms/step ({b * 1000 / t_ms:7.1f} tokens/s)   ratio {t_ms / o_ms:.2f}")
+    (o1, t1), (o2, t2) = results[1], results[2]
+    print(f"single prompt: jaxalign {o1:.1f} ms/step at batch 1 vs {o2:.1f} at batch 2 ({o1 / o2:.2f}x); "
+          f"transformers {t1:.1f} vs {t2:.1f} ({t1 / t2:.2f}x)")
     bw = read_bandwidth_gbs()
     weight_bytes = ours.config.num_params() * 4
     bound_ms = weight_bytes / (bw * 1e9) * 1000
@@ -105,7 +112,9 @@ def main() -> None:
     result = {"name": f"generate_smollm2_135m_b{first}_{n}tok", "ours": round(results[first][0], 2),
               "baseline": round(results[first][1], 2), "unit": "ms/step",
               "ratio": round(results[first][1] / results[first][0], 3), "bound_ms_per_step": round(bound_ms, 2),
-              "read_bandwidth_gbs": round(bw, 1), "malloc": malloc}
+              "read_bandwidth_gbs": round(bw, 1), "malloc": malloc,
+              "b1_ms_per_step": round(o1, 2), "b1_baseline_ms_per_step": round(t1, 2),
+              "b2_ms_per_step": round(o2, 2), "b2_baseline_ms_per_step": round(t2, 2)}
     for b, (o, t) in results.items():
         result[f"b{b}_ours_ms"], result[f"b{b}_baseline_ms"], result[f"b{b}_ratio"] = round(o, 2), round(t, 2), \
             round(t / o, 3)

@@ -109,15 +109,27 @@ def linear(x_MK: jax.Array, w_NK: jax.Array, out_dtype=None) -> jax.Array:
     With few rows (decoding) a GEMM library call packs the whole weight before using it, which
     triples the memory traffic of a step that is bound by reading weights; a fused
     multiply-reduce instead streams each weight row once and reuses it for every row of x.
+    A single row (batch-1 decoding) takes its own path, see below.
     """
     m = x_MK.shape[0]
+    out_dtype = out_dtype or x_MK.dtype
     if m <= SMALL_M and jax.default_backend() == "cpu":
+        if m == 1 and x_MK.dtype == w_NK.dtype == out_dtype == jnp.float32:
+            # A float32 matrix-vector product packs nothing; XLA's dot is the fastest path here.
+            return jnp.einsum("mk,nk->mn", x_MK, w_NK, preferred_element_type=jnp.float32)
+        if m == 1:
+            # One row gives the reduction a unit dimension ([N, 1, K]), which XLA:CPU's YNNPACK
+            # fusion runs 20-60x slower than two rows (SmolLM2-135M: 330 ms against 5 ms for the
+            # output head, which also maps fresh memory on every call, 138k page faults; a whole
+            # decode step 20-30x slower at batch 1 than at 2). A bfloat16 dot is 8x slower than
+            # two rows too. A zero second row keeps the streaming kernel.
+            return linear(jnp.concatenate([x_MK, jnp.zeros_like(x_MK)]), w_NK, out_dtype)[:1]
         # The barrier keeps XLA from fusing x's producer (silu, the attention output) into the
         # reduction, where it would be recomputed once per weight row.
         x_MK = jax.lax.optimization_barrier(x_MK)
         prod = w_NK[:, None, :].astype(jnp.float32) * x_MK[None, :, :].astype(jnp.float32)
-        return jnp.sum(prod, axis=-1).T.astype(out_dtype or x_MK.dtype)
-    return jnp.einsum("mk,nk->mn", x_MK, w_NK, preferred_element_type=out_dtype or x_MK.dtype)
+        return jnp.sum(prod, axis=-1).T.astype(out_dtype)
+    return jnp.einsum("mk,nk->mn", x_MK, w_NK, preferred_element_type=out_dtype)
 
 
 def attention_spans(size: int, smallest: int = SMALLEST_SPAN) -> tuple[int, ...]:

@@ -1,7 +1,11 @@
 """KV cache: prefill + step-by-step decode equals one full forward pass."""
 
+import re
+
 import jax
+import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxalign import models
 from jaxalign.models import ModelConfig
@@ -99,3 +103,52 @@ def test_decode_across_attention_spans_equals_full_forward():
     mask = np.ones_like(ids)
     mask[1, :7] = 0  # left padding on row 1
     _prefill_then_step_by_step_equals_forward(model, ids, mask, cache_size=200, prefix=60)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_batch_of_one_decode_equals_full_forward(dtype):
+    """Batch 1 decodes with one row per matmul (`linear`'s own path on CPU); it equals the full
+    forward pass, and the same sequence decoded as row 0 of a batch of 2."""
+    model = models.replace_config(tiny(qkv_bias=True), dtype=dtype)
+    ids = np.random.RandomState(3).randint(0, 61, (2, 9)).astype(np.int32)
+    tol = dict(atol=2e-5, rtol=1e-5) if dtype == "float32" else dict(atol=0.05)
+    full = np.asarray(models.forward(model, ids[:1]))
+    one, two = models.init_cache(model.config, 1, 16), models.init_cache(model.config, 2, 16)
+    steps_one, steps_two = [], []
+    for t in range(ids.shape[1]):
+        pos = np.full((2, 1), t, np.int32)
+        logits, one = models.jit_forward_cached(model, ids[:1, t:t + 1], one, positions=pos[:1])
+        steps_one.append(np.asarray(logits))
+        logits, two = models.jit_forward_cached(model, ids[:, t:t + 1], two, positions=pos)
+        steps_two.append(np.asarray(logits)[:1])
+    np.testing.assert_allclose(np.concatenate(steps_one, 1), full, **tol)
+    np.testing.assert_allclose(np.concatenate(steps_one, 1), np.concatenate(steps_two, 1), **tol)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the small-row paths of `linear` are CPU-only")
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_one_row_linear_avoids_the_unit_dimension_reduction(dtype):
+    """A single row must never reach XLA:CPU as a multiply-reduce over [N, 1, K] (YNNPACK runs it
+    20-60x slower than two rows): float32 becomes a matrix-vector dot, other dtypes get a zero
+    second row. Checked on the lowered program; values against numpy."""
+    from jaxalign.models.decode import linear
+
+    rng = np.random.RandomState(4)
+    x = jnp.asarray(rng.randn(1, 24), dtype)
+    w = jnp.asarray(rng.randn(40, 24), dtype)
+    reduces = _reduce_operand_shapes(linear, x, w)
+    if dtype == "float32":
+        assert reduces == [] and "stablehlo.dot_general" in jax.jit(linear).lower(x, w).as_text()
+    else:
+        assert reduces == ["40x2x24"]
+    ref = np.asarray(x, np.float64) @ np.asarray(w, np.float64).T
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == "float32" else dict(rtol=2e-2, atol=5e-2)
+    np.testing.assert_allclose(np.asarray(linear(x, w), np.float64), ref, **tol)
+    # Two rows keep the streaming multiply-reduce (the reference the fix is measured against).
+    assert _reduce_operand_shapes(linear, jnp.concatenate([x, x]), w) == ["40x2x24"]
+
+
+def _reduce_operand_shapes(fn, *args) -> list[str]:
+    """Operand shapes ("NxMxK", element type dropped) of the reductions in `fn`'s lowered StableHLO."""
+    text = jax.jit(fn).lower(*args).as_text()
+    return re.findall(r"stablehlo\.reduce\(.*: \(tensor<((?:\d+x)*\d+)x[a-z]", text)

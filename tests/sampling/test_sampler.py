@@ -46,6 +46,16 @@ def test_greedy_equals_stepwise_forward_argmax(model, sampler):
         np.testing.assert_allclose(out.logprobs, ref, atol=1e-4)
 
 
+def test_single_prompt_greedy_equals_forward_and_batched(model, sampler):
+    """One prompt runs the loop at batch 1 (one row per matmul: `linear`'s own path on CPU); its
+    greedy tokens equal the forward argmax and the same prompt's row in a batch."""
+    batched = sampler.generate(prompts(), SamplingConfig(temperature=0.0), max_new_tokens=12, stop_token_ids=[])
+    for p, row in zip(prompts(), batched):
+        [alone] = sampler.generate([p], SamplingConfig(temperature=0.0), max_new_tokens=12, stop_token_ids=[])
+        assert alone.tokens == row.tokens == greedy_by_forward(model, p, 12)
+        np.testing.assert_allclose(alone.logprobs, row.logprobs, atol=1e-4)
+
+
 def test_seeded_sampling_is_reproducible(sampler):
     cfg = SamplingConfig(temperature=1.0)
     a = sampler.generate(prompts(), cfg, max_new_tokens=10, stop_token_ids=[], seed=3)
