@@ -6,14 +6,17 @@ import dataclasses
 import math
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
+from jaxalign.config import positive, require
 from jaxalign.data.problems import MathProblem
 from jaxalign.rewards.verify import get_reward, last_boxed
 from jaxalign.rollout.engine import RolloutEngine
 from jaxalign.rollout.prompts import problem_prompt
 from jaxalign.rollout.types import Trajectory
+from jaxalign.runlog.console import Progress
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -23,10 +26,17 @@ class EvalConfig:
     k: int = 4
     """Samples per problem (ASTER reports avg@16 at temperature 1.0)."""
     reward: str = "strict"
-    """Answer check: "strict" (last \\boxed{} as a string) or "math_verify"."""
+    """Answer check: "strict" (last \\boxed{} as a string), "math_verify", or a registered reward."""
     batch_size: int = 64
     """Trajectories rolled out together."""
     seed: int = 0
+    """Sampling seed of the first batch (batch b uses seed + its first job index)."""
+
+    def __post_init__(self):
+        positive(self, "k", "batch_size")
+        # The name is looked up when evaluation starts (`run_eval` checks it before loading a model):
+        # user rewards may be registered after the config is built.
+        require(self, "reward", bool(self.reward), "must name a reward")
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -36,11 +46,20 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
 
 
+def sample_record(t: Trajectory, reward: float) -> dict[str, Any]:
+    """The JSON row of one sample: its whole response text, reward and tool statistics."""
+    return {"text": t.text, "answer": last_boxed(t.final_text or t.text), "reward": reward, "correct": reward > 0,
+            "tool_calls": t.tool_calls, "tool_errors": t.tool_errors, "tool_timeouts": t.tool_timeouts,
+            "finish": t.finish_reason, "tokens": len(t.tokens)}
+
+
 def evaluate(engine: RolloutEngine, problems: Sequence[MathProblem], config: EvalConfig = EvalConfig(), *,
-             system_prompt: str | None = None) -> dict:
+             system_prompt: str | None = None, progress: Progress | None = None) -> dict:
     """Rolls out k samples per problem and scores them.
 
-    Returns {"avg@k", "pass@k", "pass@1", "tool_calls_per_traj", ..., "problems": [per-problem rows]}.
+    Returns {"avg@k", "pass@k", "pass@1", "tool_calls_per_traj", ..., "problems": [per-problem rows]}; each
+    problem row holds its k samples (`sample_record`: text, answer, reward, correct, tool calls, finish
+    reason, tokens). `progress`, when given, advances by one per sample and shows the running accuracy.
     """
     from jaxalign.rollout.prompts import SYSTEM_PROMPT
 
@@ -49,26 +68,30 @@ def evaluate(engine: RolloutEngine, problems: Sequence[MathProblem], config: Eva
     jobs = [(i, j) for i in range(len(problems)) for j in range(config.k)]
     prompts = {i: problem_prompt(p.question, engine.tokenizer, sp) for i, p in enumerate(problems)}
     trajs: dict[tuple[int, int], Trajectory] = {}
+    rewards = np.zeros((len(problems), config.k))
+    solved = 0
     for start in range(0, len(jobs), config.batch_size):
         chunk = jobs[start:start + config.batch_size]
         out = engine.run([prompts[i] for i, _ in chunk], seed=config.seed + start)
-        trajs.update(zip(chunk, out))
-    correct = np.zeros((len(problems), config.k))
+        for (i, j), t in zip(chunk, out):
+            trajs[(i, j)] = t
+            # Scored as each batch arrives, so the progress bar can show the accuracy so far.
+            rewards[i, j] = reward_fn(t.final_text or t.text, problems[i].answer)
+            solved += bool(rewards[i, j] > 0)
+        if progress is not None:
+            progress.update(len(chunk), tokens=sum(len(t.tokens) for t in out), acc=solved / (start + len(chunk)))
+    correct = rewards > 0
     rows = []
     for i, p in enumerate(problems):
-        samples = []
-        for j in range(config.k):
-            t = trajs[(i, j)]
-            correct[i, j] = reward_fn(t.final_text or t.text, p.answer)
-            samples.append({"answer": last_boxed(t.final_text or t.text), "correct": bool(correct[i, j]),
-                            "tool_calls": t.tool_calls, "finish": t.finish_reason, "tokens": len(t.tokens)})
-        rows.append({"id": p.id, "answer": p.answer, "accuracy": float(correct[i].mean()), "samples": samples})
+        samples = [sample_record(trajs[(i, j)], float(rewards[i, j])) for j in range(config.k)]
+        rows.append({"id": p.id, "question": p.question, "answer": p.answer, "accuracy": float(rewards[i].mean()),
+                     "samples": samples})
     all_t = list(trajs.values())
     k = config.k
     return {
         "n_problems": len(problems), "k": k,
-        f"avg@{k}": float(correct.mean()),
-        f"pass@{k}": float((correct.max(axis=1) > 0).mean()),
+        f"avg@{k}": float(rewards.mean()),
+        f"pass@{k}": float(correct.any(axis=1).mean()),
         "pass@1": float(np.mean([pass_at_k(k, int(c.sum()), 1) for c in correct])),
         "tool_calls_per_traj": float(np.mean([t.tool_calls for t in all_t])),
         "tool_errors_per_traj": float(np.mean([t.tool_errors for t in all_t])),

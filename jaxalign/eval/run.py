@@ -6,11 +6,17 @@ import dataclasses
 import json
 import logging
 import os
+import tempfile
+import typing
 
+from jaxalign.config import ConfigError, FieldError, non_negative, positive, require
 from jaxalign.data.tasks import TaskConfig, load_task
+from jaxalign.errors import OutputPathError
 from jaxalign.eval.evaluate import EvalConfig, evaluate, format_table
+from jaxalign.models.config import DTypeName
 from jaxalign.rollout.prompts import SYSTEM_PROMPT
 from jaxalign.rollout.types import RolloutConfig
+from jaxalign.runlog.console import Progress
 from jaxalign.sampling.functional import SamplingConfig
 
 log = logging.getLogger(__name__)
@@ -21,6 +27,7 @@ class EvalSetConfig:
     """One evaluated problem set: a task source and which of its problems."""
 
     name: str
+    """Shown in the table and the key of the set in the JSON results."""
     task: TaskConfig = TaskConfig()
     split: str = "eval"
     """"eval" (the held-out part), "train", or "all" (fixed sets: every problem, in file order)."""
@@ -28,8 +35,9 @@ class EvalSetConfig:
     """Evaluate only the first `limit` problems (0: all of the split)."""
 
     def __post_init__(self):
-        if self.split not in ("eval", "train", "all"):
-            raise ValueError(f"EvalSetConfig {self.name!r}: split must be eval, train or all, got {self.split!r}")
+        require(self, "name", bool(self.name.strip()), "must not be empty")
+        require(self, "split", self.split in ("eval", "train", "all"), "must be eval, train or all")
+        non_negative(self, "limit")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -47,8 +55,20 @@ class EvalRunConfig:
     sandbox_timeout_s: float = 5.0
     sandbox_workers: int = 4
     output: str = ""
-    """JSON results file (empty: print only)."""
+    """JSON results file (empty: print only); checked for writability before the model loads."""
     compute_dtype: str = "float32"
+    """Activation dtype: float32, bfloat16 or float16 (parameters stay float32)."""
+
+    def __post_init__(self):
+        require(self, "model", bool(self.model.strip()), "must name a checkpoint")
+        require(self, "sets", len(self.sets) > 0, "must list at least one set")
+        names = [s.name for s in self.sets]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise FieldError("sets", f"set names must be unique, repeated: {repeated}")
+        positive(self, "sandbox_timeout_s", "sandbox_workers")
+        dtypes = typing.get_args(DTypeName)
+        require(self, "compute_dtype", self.compute_dtype in dtypes, f"must be one of {list(dtypes)}")
 
 
 def problems_of(s: EvalSetConfig) -> list:
@@ -68,36 +88,85 @@ def problems_of(s: EvalSetConfig) -> list:
     return problems[:s.limit] if s.limit else problems
 
 
+def check_output(path: str) -> None:
+    """Raises OutputPathError unless a file can be written at `path`.
+
+    Creates the parent directory and a temporary file next to the target (then removes it), so a
+    results file that cannot be written fails in a second, not after the whole evaluation.
+    """
+    target = os.path.abspath(path)
+    if os.path.isdir(target):
+        raise OutputPathError(f"output {path}: is a directory")
+    parent = os.path.dirname(target)
+    ancestor = parent
+    while not os.path.exists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):  # makedirs would only say "File exists"
+        raise OutputPathError(f"output {path}: {ancestor} is a file, not a directory")
+    try:
+        os.makedirs(parent, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=parent)
+    except OSError as e:
+        raise OutputPathError(f"output {path}: cannot write there ({e.strerror or e})") from None
+    os.close(fd)
+    os.remove(probe)
+
+
+def write_json(summary: dict, path: str) -> None:
+    """Writes `summary` to `path` atomically (a temporary file next to it, then renamed into place)."""
+    parent = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(summary, f, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
 def run_eval(config: EvalRunConfig) -> dict:
-    """Evaluates the policy on every set; returns {set name: result} (also written to `output`)."""
+    """Evaluates the policy on every set; returns {set name: result} (also written to `output`).
+
+    Everything that can fail on the user's input is checked before the model loads: the output path,
+    the reward name and every set's problems.
+    """
     from jaxalign import models, tokenizer
+    from jaxalign.rewards.verify import get_reward
     from jaxalign.rollout.engine import RolloutEngine
     from jaxalign.sampling import Sampler
     from jaxalign.tools import PythonSandbox
 
-    names = [s.name for s in config.sets]
-    if len(set(names)) != len(names):
-        raise ValueError(f"EvalRunConfig.sets: names must be unique, got {names}")
+    if config.output:
+        check_output(config.output)
+    try:
+        get_reward(config.eval.reward)
+    except KeyError as e:
+        raise ConfigError(f"eval.reward: {e.args[0]}") from None
+    problem_sets = {}
+    for i, s in enumerate(config.sets):
+        problem_sets[s.name] = problems_of(s)
+        if not problem_sets[s.name]:
+            raise ConfigError(f"sets[{i}] ({s.name}): no problems in split {s.split!r} (limit {s.limit})")
     tok = tokenizer.load(config.tokenizer or config.model)
     model = models.load(config.model, dtype="float32", compute_dtype=config.compute_dtype)
+    k = config.eval.k
     results = {}
     with PythonSandbox(timeout_s=config.sandbox_timeout_s, workers=config.sandbox_workers,
                        max_idle_workers=max(2 * config.sandbox_workers, config.eval.batch_size)) as sandbox:
         engine = RolloutEngine(Sampler(model, tok), tok, sandbox, config.rollout)
-        for s in config.sets:
-            problems = problems_of(s)
-            log.info("evaluating %s: %d problems x %d samples", s.name, len(problems), config.eval.k)
-            results[s.name] = evaluate(engine, problems, config.eval, system_prompt=config.system_prompt)
+        for name, problems in problem_sets.items():
+            log.info("evaluating %s: %d problems x %d samples", name, len(problems), k)
+            with Progress(total=len(problems) * k, desc=f"eval {name}", unit="sample") as bar:
+                results[name] = evaluate(engine, problems, config.eval, system_prompt=config.system_prompt,
+                                         progress=bar)
         sandbox_stats = sandbox.stats()
-    summary = {"model": config.model, "k": config.eval.k, "temperature": config.rollout.sampling.temperature,
+    summary = {"model": config.model, "k": k, "temperature": config.rollout.sampling.temperature,
                "max_response_tokens": config.rollout.max_response_tokens,
                "max_tool_calls": config.rollout.max_tool_calls, "sandbox": sandbox_stats, "sets": results}
     if config.output:
-        os.makedirs(os.path.dirname(os.path.abspath(config.output)), exist_ok=True)
-        tmp = config.output + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(summary, f, indent=2)
-        os.replace(tmp, config.output)
+        write_json(summary, config.output)
     return summary
 
 

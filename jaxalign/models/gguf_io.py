@@ -1,5 +1,9 @@
 """GGUF files (llama.cpp): config from metadata, tensors dequantized to float32.
 
+A quantised file (Q4_1, Q8_0, ...) loads as float32 weights that still carry its quantisation error:
+dequantizing restores the dtype, not the original values. `load_gguf` logs which tensors were
+quantised, so a user comparing against the original checkpoint knows why they differ.
+
 GGUF stores Llama q/k projections with rows permuted for llama.cpp's interleaved rotary; we undo
 that permutation so the weights follow the Hugging Face "rotate_half" convention our model uses.
 Qwen2/Qwen3 files are not permuted (llama.cpp runs them with NeoX-style rotary).
@@ -7,14 +11,21 @@ Qwen2/Qwen3 files are not permuted (llama.cpp runs them with NeoX-style rotary).
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+from collections import Counter
 
 import numpy as np
 
 from jaxalign.models.config import ARCHITECTURES, CheckpointError, ModelConfig
 from jaxalign.models.hf import build_model
 from jaxalign.models.transformer import Transformer
+
+log = logging.getLogger(__name__)
+
+# Tensor types stored as plain floats; everything else is a quantisation (Q4_1, Q8_0, Q4_K, ...).
+FLOAT_TYPES = ("F32", "F16", "BF16", "F64")
 
 _LAYER_NAMES = {
     "attn_norm.weight": "input_layernorm.weight",
@@ -137,12 +148,31 @@ def hf_name(gguf_name: str) -> str | None:
     return None
 
 
+def quantisation_note(reader, source: str) -> str | None:
+    """A one-line note of the quantised tensors of a GGUF file (None when every tensor is a plain float)."""
+    types = Counter(t.tensor_type.name for t in reader.tensors)
+    quantised = {name: n for name, n in types.items() if name not in FLOAT_TYPES}
+    if not quantised:
+        return None
+    kinds = ", ".join(f"{n} {name}" for name, n in sorted(quantised.items(), key=lambda kv: -kv[1]))
+    return (f"{source}: {sum(quantised.values())} of {len(reader.tensors)} tensors are quantised ({kinds}); "
+            "dequantized to float32, the weights keep the quantisation error (they are not the original "
+            "unquantised checkpoint)")
+
+
 def load_gguf(path: str, dtype: str = "float32", compute_dtype: str | None = None) -> Transformer:
-    """Loads a GGUF file (any quantisation the `gguf` package dequantizes) into a Transformer."""
+    """Loads a GGUF file (any quantisation the `gguf` package dequantizes) into a Transformer.
+
+    Quantised tensors are dequantized to float32 (then cast to `dtype`): the result is only as exact
+    as the file, e.g. the packaged SmolLM2 is Q4_1. A log line (INFO) names the quantisations found.
+    """
     import gguf
 
     reader = _reader(path)
     config = config_from_gguf(reader, path, param_dtype=dtype, dtype=compute_dtype or dtype)
+    note = quantisation_note(reader, path)
+    if note is not None:
+        log.info(note)
     tensors = {}
     for t in reader.tensors:
         name = hf_name(t.name)

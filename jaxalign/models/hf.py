@@ -173,9 +173,19 @@ def save_hf(model: Transformer, directory: str, *, tokenizer=None, dtype: str | 
     """Writes a directory `transformers.AutoModelForCausalLM.from_pretrained` loads.
 
     Shards above `max_shard_bytes` with a `model.safetensors.index.json`. The directory is built
-    next to the target and renamed into place, so a crash never leaves a half-written checkpoint.
+    next to the target and renamed into place (replacing it whole), so a crash never leaves a
+    half-written checkpoint.
+
+    Pass `tokenizer` (e.g. `jaxalign.tokenizer.load("smollm2-135m-instruct")`) to make the export
+    complete: without it no tokenizer files are written, `AutoTokenizer.from_pretrained` on the
+    directory fails, and a warning says so. The model does not record where its tokenizer came from
+    (a fine-tuned or re-initialised model may use another one), so none is guessed.
     """
     directory = os.path.abspath(directory)
+    if tokenizer is None:
+        log.warning("%s: exported without a tokenizer (no tokenizer.json / tokenizer_config.json), so "
+                    "AutoTokenizer.from_pretrained on it will fail; pass tokenizer=... to save_hf (e.g. "
+                    "tokenizer=jaxalign.tokenizer.load(<the model's source path or registry name>))", directory)
     tensors = to_hf_tensors(model, dtype)
     config = model.config.to_hf_dict()
     if dtype is not None:

