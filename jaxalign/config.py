@@ -14,11 +14,43 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from jaxalign.errors import UserError
+
 C = TypeVar("C")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file, key or value is invalid; the message names the key path (and file)."""
+
+
+class FieldError(ConfigError):
+    """One field of a config dataclass is invalid (raised from `__post_init__`).
+
+    `from_dict` prefixes the field with its key path, so the user reads `optim.warmup_steps: must be
+    >= 0, got -1` for a nested section.
+    """
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field, self.problem = field, problem
+
+
+def require(obj: Any, field: str, ok: bool, problem: str) -> None:
+    """Raises `FieldError(field, problem + ", got <value>")` unless `ok`; for `__post_init__` checks."""
+    if not ok:
+        raise FieldError(field, f"{problem}, got {getattr(obj, field)!r}")
+
+
+def positive(obj: Any, *fields: str) -> None:
+    """Each named field of `obj` must be > 0 (a count, a size, a cadence)."""
+    for name in fields:
+        require(obj, name, getattr(obj, name) > 0, "must be > 0")
+
+
+def non_negative(obj: Any, *fields: str) -> None:
+    """Each named field of `obj` must be >= 0 (0 usually means "off" or "all")."""
+    for name in fields:
+        require(obj, name, getattr(obj, name) >= 0, "must be >= 0")
 
 
 def _is_dataclass_type(tp: Any) -> bool:
@@ -110,6 +142,8 @@ def from_dict(cls: type[C], data: Any, *, where: str = "") -> C:
         kwargs[name] = _convert(hints[name], value, f"{where}.{name}" if where else name)
     try:
         return cls(**kwargs)
+    except FieldError as e:
+        raise FieldError(f"{where}.{e.field}" if where else e.field, e.problem) from None
     except (TypeError, ValueError) as e:
         if isinstance(e, ConfigError):
             raise

@@ -57,6 +57,26 @@ def load(path: str | os.PathLike):
     return tok
 
 
+def require_chat_template(tok, source: str) -> None:
+    """Fails with `CheckpointError` unless `tok` has a chat template (prompts, SFT rows and rollouts
+    are all rendered through it); `source` names where the tokenizer came from."""
+    if not tok.chat_template:  # transformers tokenizers: None (or "") when absent
+        raise CheckpointError(f"{source}: the tokenizer has no chat template; use a chat model's tokenizer, or "
+                              "set one (tok.chat_template = ...; jaxalign.tokenizer.CHATML_TEMPLATE is append-only) "
+                              "and save it with tok.save_pretrained(dir)")
+
+
+def check_vocab(tok, vocab_size: int, source: str, model: str) -> None:
+    """Fails with `CheckpointError` when the tokenizer can emit ids the model has no embedding for.
+
+    Such ids index past the embedding table, which under jit reads NaN (JAX's out-of-bounds gather
+    fills), so training would diverge at step 1 for a reason no learning rate can fix.
+    """
+    if len(tok) > vocab_size:
+        raise CheckpointError(f"{source}: the tokenizer has {len(tok)} tokens but the model {model} embeds only "
+                              f"{vocab_size}: use the model's own tokenizer (or resize the model's embeddings)")
+
+
 CHATML_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + "
     "'<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"

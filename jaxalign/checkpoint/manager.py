@@ -8,11 +8,18 @@ manager opens the directory. Old steps are *renamed* into `<dir>/_deleted/` befo
 orbax's plain delete is an in-place `rmtree`, and a kill during it would leave a half-deleted directory
 under a valid step name. A step counts as complete only if its directory has that final name and holds
 `commit_success.txt`.
+
+A committed step can still be unreadable (a disk filled or a file truncated after the commit, a
+copy cut short). Restoring the latest step then falls back to the newest step that restores, logs
+which steps it skipped and why, and moves the unreadable ones into `<dir>/unreadable/` (never
+deleted: they may still be recoverable by hand), so the resumed run can save those steps again.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
+import logging
 import os
 import shutil
 from collections.abc import Mapping
@@ -23,20 +30,29 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from jaxalign.checkpoint.tree import PyTree, abstract_target, leaves_by_path, tree_diff
+from jaxalign.errors import UserError
+
+log = logging.getLogger(__name__)
 
 _STATE, _EXTRA = "state", "extra"
+_UNREADABLE = "unreadable"
+"""Sub-directory that committed but unreadable steps are moved into (never deleted)."""
 _TRASH = "_deleted"
 """Sub-directory that old steps are atomically renamed into before they are deleted."""
 _COMMIT_FILE = "commit_success.txt"
 """Written by orbax 0.12.8 inside the temporary directory just before the final rename."""
 
 
-class CheckpointNotFoundError(FileNotFoundError):
+class CheckpointNotFoundError(UserError, FileNotFoundError):
     """No complete checkpoint at the requested step; the message names the directory and the steps present."""
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(UserError, ValueError):
     """A checkpoint does not fit `abstract_state` (tree structure, shape); the message names directory and step."""
+
+
+class CheckpointUnreadableError(UserError, OSError):
+    """No committed checkpoint of a directory restores; the message names each step and why it failed."""
 
 
 class CheckpointManager:
@@ -146,7 +162,8 @@ class CheckpointManager:
         return steps[-1] if steps else None
 
     def restore(self, abstract_state: PyTree, step: int | None = None) -> tuple[int, PyTree, dict[str, Any]]:
-        """Restores `(step, state, extra)`; `step=None` means the latest complete checkpoint.
+        """Restores `(step, state, extra)`; `step=None` means the newest committed step that restores
+        (unreadable newer ones are skipped and set aside, see the module docstring).
 
         `abstract_state` gives the tree structure, shapes, dtypes and target shardings: leaves are
         `jax.ShapeDtypeStruct` (with `.sharding`; without one the leaf lands on the first local device)
@@ -155,13 +172,34 @@ class CheckpointManager:
         """
         self.wait()
         steps = self.all_steps()
-        if step is None:
-            if not steps:
-                raise CheckpointNotFoundError(f"{self._dir}: no complete checkpoint to restore")
-            step = steps[-1]
-        elif step not in steps:
-            raise CheckpointNotFoundError(f"{self._dir}: no complete checkpoint for step {step} (steps: {steps})")
         target = abstract_target(abstract_state)
+        if step is not None:
+            if step not in steps:
+                raise CheckpointNotFoundError(f"{self._dir}: no complete checkpoint for step {step} (steps: {steps})")
+            return self._restore_step(step, target)
+        if not steps:
+            raise CheckpointNotFoundError(f"{self._dir}: no complete checkpoint to restore")
+        skipped: list[tuple[int, str]] = []
+        for candidate in reversed(steps):
+            try:
+                restored = self._restore_step(candidate, target)
+            except CheckpointMismatchError:
+                raise  # the wanted state differs from what was saved: every step would fail alike
+            except Exception as e:  # orbax, tensorstore, JSON: a damaged step raises any of these
+                reason = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}"
+                log.warning("%s: checkpoint step %d does not restore (%s); trying the previous step", self._dir,
+                            candidate, reason)
+                skipped.append((candidate, reason))
+                continue
+            if skipped:
+                self._set_aside([s for s, _ in skipped])
+                log.warning("%s: restored step %d; skipped unreadable step(s) %s, moved to %s/", self._dir,
+                            candidate, [s for s, _ in skipped], _UNREADABLE)
+            return restored
+        raise CheckpointUnreadableError(f"{self._dir}: no checkpoint restores: "
+                                        + "; ".join(f"step {s}: {r}" for s, r in skipped))
+
+    def _restore_step(self, step: int, target: PyTree) -> tuple[int, PyTree, dict[str, Any]]:
         saved_tree = self._mgr.item_metadata(step)[_STATE].tree
         if diff := tree_diff(leaves_by_path(saved_tree), leaves_by_path(target)):
             raise CheckpointMismatchError(f"{self._dir} step {step}: {diff}")
@@ -173,11 +211,22 @@ class CheckpointManager:
                 _EXTRA: ocp.args.JsonRestore(),
             }
         )
-        try:
-            restored = self._mgr.restore(step, args=args)
-        except ValueError as e:  # shape mismatches and the like: add where it happened
-            raise CheckpointMismatchError(f"{self._dir} step {step}: {e}") from e
+        restored = self._mgr.restore(step, args=args)
         return step, restored[_STATE], dict(restored[_EXTRA] or {})
+
+    def _set_aside(self, steps: list[int]) -> None:
+        """Moves unreadable steps out of the step namespace (kept on disk) and refreshes orbax's step list."""
+        if jax.process_index() == 0:
+            aside = os.path.join(os.fspath(self._dir), _UNREADABLE)
+            os.makedirs(aside, exist_ok=True)
+            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+            for step in steps:
+                os.replace(os.path.join(os.fspath(self._dir), str(step)), os.path.join(aside, f"{step}-{stamp}"))
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("jaxalign-checkpoint-set-aside")
+        self._mgr.reload()
 
     def wait(self) -> None:
         """Blocks until an in-flight save is committed (and old steps are removed)."""

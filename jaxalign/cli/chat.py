@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import time
 
+from jaxalign.cli.args import DTYPES
+from jaxalign.config import positive, require
 from jaxalign.sampling.functional import SamplingConfig
 
 
@@ -26,6 +28,11 @@ class ChatConfig:
     """Parameter and compute dtype."""
     seed: int = 0
     """Sampling seed."""
+
+    def __post_init__(self):
+        positive(self, "max_new_tokens")
+        require(self, "prompts", len(self.prompts) > 0, "give at least one prompt")
+        require(self, "dtype", self.dtype in DTYPES, f"must be one of {list(DTYPES)}")
 
 
 def register(sub) -> None:
@@ -49,8 +56,10 @@ def chat(config: ChatConfig) -> list[str]:
     from jaxalign.sampling import Sampler
 
     t0 = time.perf_counter()
-    model = models.load(config.model, dtype=config.dtype)
     tok = tokenizer.load(config.model)
+    tokenizer.require_chat_template(tok, config.model)
+    model = models.load(config.model, dtype=config.dtype)
+    tokenizer.check_vocab(tok, model.config.vocab_size, config.model, config.model)
     t_load = time.perf_counter() - t0
     print(f"loaded {config.model}: {model.config.architecture}, {model.config.num_params() / 1e6:.1f}M "
           f"parameters, {config.dtype} ({t_load:.1f}s)")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from jaxalign.cli.args import non_negative_int, positive_int
+
 
 def register(sub) -> None:
     p = sub.add_parser("data", help="trajectory data tools")
@@ -16,15 +18,15 @@ def register(sub) -> None:
     sel = dsub.add_parser("select", help="keep interaction-dense trajectories")
     sel.add_argument("path")
     sel.add_argument("out")
-    sel.add_argument("--min-tool-calls", type=int, default=0)
-    sel.add_argument("--top-k", type=int, default=None, help="then keep the k densest")
+    sel.add_argument("--min-tool-calls", type=non_negative_int, default=0)
+    sel.add_argument("--top-k", type=positive_int, default=None, help="then keep the k densest")
     sel.set_defaults(func=run_select)
     syn = dsub.add_parser("synth", help="synthesise dense or sparse trajectories for the arithmetic task")
     syn.add_argument("out")
-    syn.add_argument("--n", type=int, default=100)
+    syn.add_argument("--n", type=positive_int, default=100, help="problems (trajectories) to synthesise")
     syn.add_argument("--style", choices=["dense", "sparse"], default="dense")
-    syn.add_argument("--num-steps", type=int, default=3)
-    syn.add_argument("--digits", type=int, default=4)
+    syn.add_argument("--num-steps", type=positive_int, default=3)
+    syn.add_argument("--digits", type=positive_int, default=4)
     syn.add_argument("--seed", type=int, default=0)
     syn.set_defaults(func=run_synth)
 

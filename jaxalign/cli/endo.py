@@ -10,15 +10,20 @@ from __future__ import annotations
 import json
 import os
 
+from jaxalign.cli.args import DTYPES, check_output, non_negative_int, positive_float, positive_int, write_atomic
+from jaxalign.data.checks import DataError
+from jaxalign.errors import InputError
+
 
 def _common(p) -> None:
     p.add_argument("model", help="HF directory, .gguf file or packaged name (e.g. smollm2-135m-instruct)")
     p.add_argument("--tokenizer", default="", help="tokenizer path (default: the model's)")
-    p.add_argument("--alpha", type=float, default=1.0, help="entropy coefficient alpha of V = alpha*logsumexp(l/alpha)")
+    p.add_argument("--alpha", type=positive_float, default=1.0,
+                   help="entropy coefficient alpha of V = alpha*logsumexp(l/alpha)")
     p.add_argument("--terminal", choices=("zero", "bootstrap"), default="zero", help="value after the last token")
     p.add_argument("--system-prompt", default=None, help="a principle / system message that customises the reward")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="compute dtype")
+    p.add_argument("--batch-size", type=positive_int, default=8)
+    p.add_argument("--dtype", choices=DTYPES, default="float32", help="compute dtype")
     p.add_argument("-o", "--output", default="", help="write results here (JSONL for score, JSON for eval)")
 
 
@@ -35,14 +40,14 @@ def register(sub) -> None:
     e = endo_sub.add_parser("eval", help="pairwise accuracy on preference pairs (chosen scored above rejected)")
     _common(e)
     e.add_argument("--pairs", default="", help="preference JSONL (default: the GSM8K benchmark's test split)")
-    e.add_argument("--max-pairs", type=int, default=0, help="evaluate the first N pairs")
+    e.add_argument("--max-pairs", type=non_negative_int, default=0, help="evaluate the first N pairs (0: all)")
     e.add_argument("--seed", type=int, default=0, help="seed of the built-in benchmark")
     e.set_defaults(func=run_eval)
 
 
 def read_score_rows(path: str) -> list[dict]:
     """Rows {"id", "prompt", "response"} of a JSONL file; errors name the file, the row and the field."""
-    from jaxalign.data.checks import DataError, check_keys, require_object, take
+    from jaxalign.data.checks import check_keys, require_object, take
 
     if not os.path.exists(path):
         raise DataError(f"{path}: no such file")
@@ -75,13 +80,17 @@ def _scorer(args):
 
 def run_score(args) -> int:
     if (args.prompt is None) != (args.response is None):
-        raise SystemExit("jaxalign endo score: give both --prompt and --response, or an input file")
+        raise InputError("give both --prompt and --response, or an input file")
     if args.prompt is not None:
         rows = [{"id": "0", "prompt": args.prompt, "response": args.response}]
     elif args.input:
         rows = read_score_rows(args.input)
     else:
-        raise SystemExit("jaxalign endo score: give an input JSONL file or --prompt/--response")
+        raise InputError("give an input JSONL file or --prompt/--response")
+    if not rows:
+        raise DataError(f"{args.input}: no rows to score")
+    if args.output:
+        check_output(args.output)
     scorer = _scorer(args)
     per_token = scorer.token_rewards([r["prompt"] for r in rows], [r["response"] for r in rows])
     lines = []
@@ -92,8 +101,7 @@ def run_score(args) -> int:
         lines.append(json.dumps(out))
     text = "\n".join(lines) + "\n"
     if args.output:
-        with open(args.output, "w") as f:
-            f.write(text)
+        write_atomic(args.output, text)
     print(text, end="")
     return 0
 
@@ -105,12 +113,13 @@ def run_eval(args) -> int:
 
     pairs = read_jsonl(args.pairs, "preferences") if args.pairs else gsm8k_benchmark(seed=args.seed)[1]
     pairs = pairs[:args.max_pairs] if args.max_pairs else pairs
+    if args.output:
+        check_output(args.output)
     scorer = _scorer(args)
     scores = scorer.score([p.prompt for p in pairs] * 2, [p.chosen for p in pairs] + [p.rejected for p in pairs])
     result = pairwise_accuracy(scores[:len(pairs)], scores[len(pairs):], [p.category for p in pairs])
     text = json.dumps(result, indent=2)
     if args.output:
-        with open(args.output, "w") as f:
-            f.write(text + "\n")
+        write_atomic(args.output, text + "\n")
     print(text)
     return 0

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 
+from jaxalign.cli.args import DTYPES
+
 
 def register(sub) -> None:
     p = sub.add_parser("info", help="describe a checkpoint (HF directory, .gguf, or packaged name)")
     p.add_argument("model", help="HF directory, .gguf file, or a packaged name (smollm2-135m-instruct)")
-    p.add_argument("--dtype", default="float32", help="parameter dtype to size memory for")
+    p.add_argument("--dtype", choices=DTYPES, default="float32", help="parameter dtype to size memory for")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=run)
 

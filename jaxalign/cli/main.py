@@ -8,15 +8,14 @@ import logging
 import sys
 
 from jaxalign import hostmem
-from jaxalign.config import ConfigError
-from jaxalign.data.checks import DataError
-from jaxalign.models.config import CheckpointError
+from jaxalign.cli.args import Parser
+from jaxalign.errors import UserError
 
 SUBCOMMANDS = ("info", "chat", "data", "train", "demo", "eval", "view", "endo", "rm")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jaxalign", description=__doc__)
+    parser = Parser(prog="jaxalign", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in SUBCOMMANDS:
@@ -25,7 +24,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # Flags may come before, between or after the key=value overrides (`rm train CFG --kind sentence
+    # key=val`): argparse stops filling a positional list at the first flag and leaves the rest over.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if "overrides" not in vars(args) or any(x.startswith("-") for x in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not args.verbose:  # orbax and tfds log every file operation through absl at INFO
@@ -34,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         absl.logging.set_verbosity(absl.logging.WARNING)
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, CheckpointError, DataError) as e:  # bad input: its message (file, row, field)
+    except UserError as e:  # bad input: its message names the file, row, field or flag
         print(f"jaxalign {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from jaxalign.cli.args import check_output, non_negative_int, write_atomic
+
 
 def register(sub) -> None:
     p = sub.add_parser("rm", help="train / evaluate a sentence-level or response-level reward model")
@@ -13,11 +15,14 @@ def register(sub) -> None:
     t.add_argument("overrides", nargs="*", help="key.path=value overrides")
     t.add_argument("--kind", choices=("sentence", "response"), help="override the config's model kind")
     t.add_argument("--no-resume", action="store_true", help="start over even if run_dir has checkpoints")
+    t.add_argument("--allow-config-change", action="store_true",
+                   help="resume although the config differs from the run's saved one (not exact)")
     t.set_defaults(func=run_train)
     e = rm_sub.add_parser("eval", help="pairwise accuracy (and localisation) of a trained reward model")
     e.add_argument("run_dir", help="run directory written by `jaxalign rm train`")
     e.add_argument("--pairs", default="", help="preference JSONL (default: the run's test pairs)")
-    e.add_argument("--max-pairs", type=int, default=0, help="evaluate a seeded subset of this many pairs")
+    e.add_argument("--max-pairs", type=non_negative_int, default=0,
+                   help="evaluate a seeded subset of this many pairs (0: all)")
     e.add_argument("-o", "--output", default="", help="write the result as JSON here")
     e.set_defaults(func=run_eval)
 
@@ -27,7 +32,8 @@ def run_train(args) -> int:
     from jaxalign.rewards.sentence.trainer import RMConfig, train_rm
 
     overrides = list(args.overrides) + ([f"kind={args.kind}"] if args.kind else [])
-    summary = train_rm(cfg.load(RMConfig, args.config, overrides), resume=not args.no_resume)
+    summary = train_rm(cfg.load(RMConfig, args.config, overrides), resume=not args.no_resume,
+                       allow_config_change=args.allow_config_change)
     summary.pop("model", None)
     print(json.dumps(summary, indent=2, default=str))
     return 0
@@ -37,6 +43,8 @@ def run_eval(args) -> int:
     from jaxalign.data import read_jsonl
     from jaxalign.rewards.sentence.trainer import _subset, evaluate_model, load_pairs, load_trained
 
+    if args.output:
+        check_output(args.output)
     config, rm, tok, end_id = load_trained(args.run_dir)
     pairs = read_jsonl(args.pairs, "preferences") if args.pairs else load_pairs(config.data, config.seed)[1]
     pairs = _subset(list(pairs), args.max_pairs, config.seed + 1)
@@ -44,7 +52,6 @@ def run_eval(args) -> int:
     result.pop("scores")
     text = json.dumps(result, indent=2)
     if args.output:
-        with open(args.output, "w") as f:
-            f.write(text + "\n")
+        write_atomic(args.output, text + "\n")
     print(text)
     return 0

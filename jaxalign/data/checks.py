@@ -12,10 +12,12 @@ import numbers
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from jaxalign.errors import UserError
+
 DEFAULT_WHERE = "record"
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """A data row that does not match its schema; the message names the file, the row and the field."""
 
 

@@ -75,6 +75,8 @@ def parse_rows(rows: Iterable[tuple[str, Any]], kind: str) -> list[Record]:
 
 
 def _json_rows(path: str) -> Iterable[tuple[str, Any]]:
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: {'is a directory, not a JSONL file' if os.path.isdir(path) else 'no such file'}")
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, start=1):
             if not line.strip():
@@ -92,10 +94,13 @@ def read_jsonl(path: str | os.PathLike, kind: str) -> list[Record]:
 
     Raises `DataError` naming the file, the 1-based row (line) and the field on the first bad row:
     invalid JSON, a missing or unknown field, a wrong type, a bad role, a tool call without its
-    output, a duplicate id.
+    output, a duplicate id; also a missing file and a file without any record.
     """
     record_class(kind)  # an unknown kind fails before the file is opened
-    return parse_rows(_json_rows(os.fspath(path)), kind)
+    records = parse_rows(_json_rows(os.fspath(path)), kind)
+    if not records:
+        raise DataError(f"{os.fspath(path)}: no {kind} in the file (it is empty)")
+    return records
 
 
 def record_json(record: Record) -> str:

@@ -187,14 +187,17 @@ class PreferencePair:
         """Validate one preference row; errors name `where` and the field."""
         row = require_object(row, where)
         check_keys(row, cls.FIELDS, where)
-        return cls(
+        pair = cls(
             id=take(row, "id", str, where, nonempty=True),
             prompt=take(row, "prompt", str, where, nonempty=True),
-            chosen=take(row, "chosen", str, where),
-            rejected=take(row, "rejected", str, where),
+            chosen=take(row, "chosen", str, where, nonempty=True),
+            rejected=take(row, "rejected", str, where, nonempty=True),
             category=take(row, "category", str, where, required=False, default="default", nonempty=True),
             meta=check_json_meta(take(row, "meta", dict, where, required=False, default={}), where),
         )
+        if pair.chosen == pair.rejected:  # no preference to learn: the Bradley-Terry gradient is exactly 0
+            raise field_error(where, "rejected", "is the same text as 'chosen'")
+        return pair
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON row of this pair (every field written)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from jaxalign.config import non_negative, positive, require
 from jaxalign.data.problems import MathProblem
 
 
@@ -28,6 +29,12 @@ class TaskConfig:
     """jsonl: a problems file (schema: jaxalign.data)."""
     holdout_fraction: float = 0.2
     """Fixed sets (gsm8k, aime2025, jsonl): the held-out share."""
+
+    def __post_init__(self):
+        positive(self, "num_steps", "digits")
+        non_negative(self, "num_train", "num_eval")
+        require(self, "holdout_fraction", 0 <= self.holdout_fraction <= 1, "must be in [0, 1]")
+        require(self, "path", self.source != "jsonl" or bool(self.path), "must name a problems JSONL for source=jsonl")
 
 
 def load_task(config: TaskConfig) -> tuple[list[MathProblem], list[MathProblem]]:

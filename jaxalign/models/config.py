@@ -7,12 +7,14 @@ import json
 import os
 from typing import Any, Literal
 
+from jaxalign.errors import UserError
+
 ARCHITECTURES = ("llama", "qwen2", "qwen3")
 HF_ARCH_CLASS = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
 DTypeName = Literal["float32", "bfloat16", "float16"]
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A checkpoint (config.json, safetensors, GGUF) is missing, corrupt or inconsistent.
 
     The message always names the file and, where it applies, the tensor or field at fault.

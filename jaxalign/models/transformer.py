@@ -11,8 +11,10 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
+from jaxalign.errors import InputError
 from jaxalign.models.config import ModelConfig
 from jaxalign.models.layers import MLP, Attention, RMSNorm, param
 from jaxalign.sharding import constrain
@@ -125,6 +127,19 @@ def prepare_inputs(input_ids, attention_mask, positions):
     return input_ids, attention_mask, jnp.asarray(positions, jnp.int32)
 
 
+def check_token_ids(input_ids, vocab_size: int, what: str = "input_ids") -> None:
+    """Host-side check that every id indexes the embedding table (raises `InputError` naming the first bad one).
+
+    Under jit an out-of-range id is not an error: the gather fills NaN and the logits turn NaN, so
+    public host entry points check their concrete inputs here first.
+    """
+    ids = np.asarray(input_ids)
+    if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
+        bad = np.argwhere((ids < 0) | (ids >= vocab_size))[0]
+        raise InputError(f"{what}{list(bad.tolist())} = {int(ids[tuple(bad)])} is outside the model's vocabulary "
+                         f"[0, {vocab_size}): was it made by another model's tokenizer?")
+
+
 def forward(model: Transformer, input_ids, *, attention_mask=None, positions=None,
             segment_ids=None) -> jax.Array:
     """float32 logits [B, T, V] for int32 `input_ids` [B, T].
@@ -144,7 +159,10 @@ def _jitted_forward(graphdef):
 
 
 def jit_forward(model: Transformer, input_ids, *, attention_mask=None, positions=None) -> jax.Array:
-    """`forward` compiled once per (model structure, shapes): the fast path for scoring."""
+    """`forward` compiled once per (model structure, shapes): the fast path for scoring.
+
+    Token ids are checked against the vocabulary first (`check_token_ids`)."""
+    check_token_ids(input_ids, model.config.vocab_size)
     graphdef, state = nnx.split(model)
     ids, mask, pos = prepare_inputs(input_ids, attention_mask, positions)
     return _jitted_forward(graphdef)(state, ids, mask, pos)

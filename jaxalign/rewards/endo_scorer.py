@@ -25,8 +25,10 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxalign import sharding
+from jaxalign.errors import InputError
 from jaxalign.models import Transformer, default_positions
 from jaxalign.rewards.endogenous import Terminal, rewards_from_parts, verifier_logprob
+from jaxalign.tokenizer import check_vocab, require_chat_template
 
 
 def round_up(n: int, multiple: int) -> int:
@@ -84,7 +86,9 @@ class EndogenousScorer:
         """`mesh` (optional) places the parameters by `rules` and splits each batch over its data axes
         ("data", "fsdp"); `batch_size` must then be a multiple of their product."""
         if alpha <= 0:
-            raise ValueError(f"alpha must be positive, got {alpha}")
+            raise InputError(f"alpha must be positive, got {alpha}")
+        check_vocab(tokenizer, model.config.vocab_size, "the scorer's tokenizer", "being scored")
+        require_chat_template(tokenizer, "the scorer's tokenizer")  # prompts are rendered through it
         if length_multiple % chunk:
             raise ValueError(f"length_multiple={length_multiple} must be a multiple of chunk={chunk}")
         self.tokenizer = tokenizer

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Literal
 
 from jaxalign import sharding
+from jaxalign.config import non_negative, positive, require
 from jaxalign.data.synthesis import SYSTEM_PROMPT
 from jaxalign.data.tasks import TaskConfig
 from jaxalign.distributed import DistributedConfig
@@ -25,6 +26,10 @@ class StageConfig:
     max_tool_calls: int
     drop_solved: bool = False
     """Entering this stage, drop prompts the policy solved in every sample of the previous one."""
+
+    def __post_init__(self):
+        positive(self, "steps", "max_response_tokens")
+        non_negative(self, "max_tool_calls")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -47,6 +52,10 @@ class ModelRewardConfig:
     outcome_coef: float = 1.0
     """Weight of the verifier's outcome reward (placed on the last response token)."""
     batch_size: int = 16
+
+    def __post_init__(self):
+        positive(self, "alpha", "batch_size")
+        non_negative(self, "coef", "outcome_coef")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -113,12 +122,17 @@ class GRPOConfig:
     """Rematerialise each block in the backward pass (None: keep the model config's setting)."""
 
     def __post_init__(self):
-        if self.group_size < 2 and self.advantage_std == "unbiased":
-            raise ValueError("GRPOConfig: group_size must be >= 2 for the unbiased std")
-        if (self.prompts_per_step * self.group_size) % self.mini_batches:
-            raise ValueError("GRPOConfig: prompts_per_step * group_size must divide into mini_batches")
-        if (self.prompts_per_step * self.group_size // self.mini_batches) % self.micro_batches:
-            raise ValueError("GRPOConfig: a mini-batch's rows must divide into micro_batches")
+        require(self, "model", bool(self.model), "set the starting policy (an SFT run's hf/ directory, a .gguf, ...)")
+        positive(self, "prompts_per_step", "group_size", "mini_batches", "micro_batches", "save_every",
+                 "keep_checkpoints", "log_every", "sandbox_timeout_s", "sandbox_workers")
+        non_negative(self, "max_refill_rounds", "eval_every", "save_trajectories_every")
+        require(self, "steps", self.steps > 0 or bool(self.stages), "must be > 0 (or give `stages`)")
+        require(self, "group_size", self.group_size >= 2 or self.advantage_std != "unbiased",
+                "must be >= 2 for advantage_std=unbiased")
+        require(self, "mini_batches", (self.prompts_per_step * self.group_size) % self.mini_batches == 0,
+                f"must divide prompts_per_step * group_size = {self.prompts_per_step * self.group_size}")
+        require(self, "micro_batches", (self.prompts_per_step * self.group_size // self.mini_batches)
+                % self.micro_batches == 0, "must divide a mini-batch's rows")
 
     def schedule(self) -> tuple[StageConfig, ...]:
         """The stages to run (a single stage from `steps` and the rollout budgets by default)."""

@@ -17,6 +17,7 @@ import numpy as np
 from jaxalign.rewards.dense import token_advantages
 from jaxalign.rl.config import ModelRewardConfig
 from jaxalign.rollout.types import Trajectory
+from jaxalign.tokenizer import check_vocab
 
 
 class ModelReward:
@@ -30,9 +31,9 @@ class ModelReward:
             raise ValueError(f"model_reward.kind must be 'endogenous' here, got {config.kind!r}")
         self.config = config
         model = models.load(config.model or default_model, dtype="float32")
-        if model.config.vocab_size < len(tokenizer):
-            raise ValueError(f"model_reward.model: vocabulary of {model.config.vocab_size} tokens cannot score the "
-                             f"policy's {len(tokenizer)}-token vocabulary (the reward LM must share the tokenizer)")
+        # the reward LM scores the policy's own token ids, so it must embed the policy's whole vocabulary
+        check_vocab(tokenizer, model.config.vocab_size, "the policy's tokenizer", f"model_reward.model "
+                    f"{config.model or default_model}")
         self.scorer = EndogenousScorer(model, tokenizer, alpha=config.alpha, terminal=config.terminal,
                                        batch_size=config.batch_size)
 

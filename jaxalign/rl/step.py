@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from jaxalign.config import non_negative, require
 from jaxalign.rl.grpo import aggregate, kl_penalty, policy_loss
 from jaxalign.sft.step import TrainState
 from jaxalign.train.logprobs import target_logprobs
@@ -33,6 +34,11 @@ class GRPOLossConfig:
     kl_kind: Literal["k1", "k2", "k3"] = "k3"
     entropy_coef: float = 0.0
     """Entropy bonus (0: none, as ASTER)."""
+
+    def __post_init__(self):
+        non_negative(self, "eps_low", "eps_high", "kl_coef")
+        require(self, "dual_clip", self.dual_clip is None or self.dual_clip > 1, "must be > 1 (or null: off)")
+        require(self, "norm_len", self.norm_len is None or self.norm_len > 0, "must be > 0 (or null)")
 
 
 def shift_mask(loss_mask_BT: jax.Array) -> jax.Array:

@@ -9,6 +9,7 @@ rollout seeds derive from (seed, step), so a resumed run continues exactly.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -18,8 +19,9 @@ import jax
 import numpy as np
 from flax import nnx
 
-from jaxalign import config as cfglib
 from jaxalign import distributed, models, sharding, tokenizer
+from jaxalign.config import ConfigError
+from jaxalign.data.checks import DataError
 from jaxalign.data.tasks import load_task
 from jaxalign.eval.evaluate import evaluate
 from jaxalign.rewards.dense import with_token_advantages
@@ -33,8 +35,10 @@ from jaxalign.rollout.engine import RolloutEngine
 from jaxalign.rollout.prompts import problem_prompt
 from jaxalign.sampling.sampler import Sampler, bucket
 from jaxalign.sft.step import init_train_state
+from jaxalign.tools.backends import BACKENDS as SANDBOX_BACKENDS
 from jaxalign.train.optim import decay_mask, make_optimizer
 from jaxalign.train.run import compile_step, tree_shardings
+from jaxalign.train.rundir import RunDir, check_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +52,18 @@ class GRPOTrainer:
         self.config = c = config
         distributed.initialize(c.distributed)  # before any device is touched
         if c.prompts_per_step % jax.process_count():
-            raise ValueError(f"prompts_per_step={c.prompts_per_step} must split over {jax.process_count()} hosts")
+            raise ConfigError(f"prompts_per_step={c.prompts_per_step} must split over {jax.process_count()} hosts")
         self.prompts_per_host = c.prompts_per_step // jax.process_count()
-        os.makedirs(c.run_dir, exist_ok=True)
-        if distributed.is_main():
-            cfglib.dump(c, os.path.join(c.run_dir, "config.yaml"))
-        self.tok = tokenizer.load(c.tokenizer or c.model)
+        # Inputs are checked before anything starts; the run directory is only taken by `run`.
+        check_run_dir(c.run_dir)
+        self.train_problems, self.eval_problems = load_task(c.task)
+        if not self.train_problems:
+            raise DataError(f"task ({c.task.source}): no training problems (task.num_train={c.task.num_train})")
+        source = c.tokenizer or c.model
+        self.tok = tokenizer.load(source)
+        tokenizer.require_chat_template(self.tok, source)
         model = models.load(c.model, dtype="float32", compute_dtype=c.compute_dtype)
+        tokenizer.check_vocab(self.tok, model.config.vocab_size, source, c.model)
         if c.remat is not None:
             model = models.replace_config(model, remat=c.remat)
         self.graphdef, params = nnx.split(model)
@@ -83,8 +92,10 @@ class GRPOTrainer:
             from jaxalign.rl.model_reward import ModelReward
 
             self.model_reward = ModelReward(c.model_reward, c.model, self.tok)
-        self.train_problems, self.eval_problems = load_task(c.task)
         self.pool = list(range(len(self.train_problems)))
+        # Which prompts a saved prompt-order position refers to (a problems file can change under its path).
+        self.task_digest = hashlib.sha256(json.dumps([[p.id, p.question, p.answer] for p in self.train_problems])
+                                          .encode()).hexdigest()
         self.position = {"epoch": 0, "cursor": 0}
         self.solved_all: dict[str, bool] = {}
         self.step = 0
@@ -174,13 +185,20 @@ class GRPOTrainer:
         info.update(groups_seen=int(tot["groups_seen"]), groups_kept=int(tot["groups_kept"]))
         metrics = {"reward": tot["sum"] / tot["n"] if tot["n"] else 0.0,
                    "accuracy": tot["correct"] / tot["n"] if tot["n"] else 0.0, **info}
+        metrics["updated"] = float(tot["kept"] > 0)
         if tot["kept"]:
             metrics.update(self._update(trajs, advs))
             self.sampler.update(self.placement.to_rollout(self.state.params))
+        else:  # the step still counts (its prompts and rollout budget are spent), but say so
+            log.warning("GRPO step %d: all %d groups had equal rewards (no learning signal) after %d refill rounds: "
+                        "no update this step", self.step + 1, info["groups_seen"],
+                        self.config.max_refill_rounds if self.config.dynamic_sampling else 0)
         metrics.update({
             "time_generate_s": engine.timings["generate_s"], "time_tools_s": engine.timings["tool_s"],
             "time_rollout_s": t_rollout, "time_train_s": time.perf_counter() - t0 - t_rollout,
-            "sandbox_failures": float(self.sandbox.stats().get("sandbox_failures", 0)),
+            "sandbox_failures": float(self.sandbox.stats()["sandbox_failures"]),
+            # 0 bubblewrap, 1 namespaces, 2 rlimit-only: a run that lost its isolation shows in the curves
+            "sandbox_backend": float(SANDBOX_BACKENDS.index(self.sandbox.backend)),
         })
         self._last_trajs = list(zip(trajs, advs, kept_rewards))
         return metrics
@@ -223,7 +241,13 @@ class GRPOTrainer:
         return result
 
     # ------------------------------------------------------------------ the run
-    def run(self, *, resume: bool = True) -> dict:
+    def run(self, *, resume: bool = True, allow_config_change: bool = False) -> dict:
+        """Trains (or resumes) through every stage, holding the run directory (`RunDir`) meanwhile."""
+        with RunDir(self.config.run_dir, self.config, resume=resume, allow_config_change=allow_config_change,
+                    metadata={"sandbox_backend": self.sandbox.backend}):
+            return self._run(resume, allow_config_change)
+
+    def _run(self, resume: bool, allow_config_change: bool) -> dict:
         from jaxalign.checkpoint import CheckpointManager
         from jaxalign.runlog import MetricsLogger, Progress, check_finite, format_metrics
 
@@ -234,6 +258,13 @@ class GRPOTrainer:
             self.step, self.state, extra = ckpt.restore(self.state)
             self.position, self.solved_all = extra["position"], extra["solved_all"]
             self.pool = extra["pool"]
+            if extra.get("task_sha256", self.task_digest) != self.task_digest:
+                if not allow_config_change:
+                    raise DataError(f"task ({c.task.source}): the training problems changed since step {self.step}, "
+                                    "so resuming would not be exact; pass --allow-config-change to resume anyway "
+                                    "(the prompt order restarts), or --no-resume to start over")
+                log.warning("the training problems changed since step %d: the prompt order restarts", self.step)
+                self.pool, self.position = list(range(len(self.train_problems))), {"epoch": 0, "cursor": 0}
             self.sampler.update(self.placement.to_rollout(self.state.params))
             log.info("resumed GRPO at step %d", self.step)
         logger = MetricsLogger(c.run_dir)
@@ -271,7 +302,7 @@ class GRPOTrainer:
                         self._save_trajectories()
                     if ckpt.should_save(self.step) or self.step == total:
                         ckpt.save(self.step, self.state, {"position": self.position, "solved_all": self.solved_all,
-                                                          "pool": self.pool})
+                                                          "pool": self.pool, "task_sha256": self.task_digest})
                 done += stage.steps
         finally:
             ckpt.wait()

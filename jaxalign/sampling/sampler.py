@@ -12,7 +12,7 @@ import numpy as np
 from flax import nnx
 
 from jaxalign.models.decode import DecodeWeights, prepare_decode_weights
-from jaxalign.models.transformer import Transformer
+from jaxalign.models.transformer import Transformer, check_token_ids
 from jaxalign.sampling import loop
 from jaxalign.sampling.functional import SamplingConfig
 
@@ -125,6 +125,7 @@ class Sampler:
               window: int = 8, seed: int = 0, batch: int | None = None) -> loop.DecodeState:
         """Prefills `prompts` into a fresh cache of `cache_size` slots."""
         ids, mask = self.left_pad(prompts, batch)
+        check_token_ids(ids, self.config.vocab_size, "prompt ids")  # under jit they would read NaN rows
         if ids.shape[1] >= cache_size:
             raise ValueError(f"prompt bucket {ids.shape[1]} does not fit a cache of {cache_size} slots")
         return loop.prefill(self.config, self.weights, ids, mask, jax.random.key(seed),
@@ -145,6 +146,7 @@ class Sampler:
         for row, chunk in chunks.items():
             ids[row, :len(chunk)] = chunk
             mask[row, :len(chunk)] = 1
+        check_token_ids(ids, self.config.vocab_size, "appended ids")
         return loop.append(self.config, self.weights, state, ids, mask)
 
     # ----------------------------------------------------------------- convenience

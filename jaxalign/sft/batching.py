@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from jaxalign.data.checks import DataError
 from jaxalign.sft.render import RenderedExample
 
 log = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ class BatchOrder:
     def steps_per_epoch(self) -> int:
         steps = self.num_rows // self.rows_per_step
         if steps == 0:
-            raise ValueError(f"{self.num_rows} rows cannot fill one step of {self.rows_per_step} rows "
+            raise DataError(f"{self.num_rows} rows cannot fill one step of {self.rows_per_step} rows "
                              "(batch_size x grad_accum); lower them or add data")
         return steps
 

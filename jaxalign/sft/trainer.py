@@ -12,8 +12,9 @@ import jax
 import numpy as np
 from flax import nnx
 
-from jaxalign import config as cfglib
 from jaxalign import distributed, models, sharding, tokenizer
+from jaxalign.config import non_negative, positive, require
+from jaxalign.data.checks import DataError
 from jaxalign.distributed import DistributedConfig
 from jaxalign.models import ModelConfig
 from jaxalign.sft.batching import BatchOrder, batch_from, pack
@@ -21,6 +22,7 @@ from jaxalign.sft.render import render_messages
 from jaxalign.sft.step import init_train_state, make_sft_step
 from jaxalign.train.optim import OptimConfig, decay_mask, make_optimizer
 from jaxalign.train.run import compile_step
+from jaxalign.train.rundir import RunDir, check_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,11 @@ class SFTDataConfig:
     """Keep only trajectories with at least this many tool calls (interaction density)."""
     top_k: int | None = None
     """Then keep the k densest trajectories (ASTER: a small, interaction-dense set)."""
+
+    def __post_init__(self):
+        positive(self, "seq_len")
+        non_negative(self, "min_tool_calls")
+        require(self, "top_k", self.top_k is None or self.top_k > 0, "must be > 0 (or null: all)")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -81,10 +88,10 @@ class SFTConfig:
     """Write the final model as a Hugging Face directory to run_dir/hf."""
 
     def __post_init__(self):
-        if not self.model and self.init is None:
-            raise ValueError("SFTConfig: set `model` (a checkpoint) or `init` (a ModelConfig to train from scratch)")
-        if self.batch_size <= 0 or self.grad_accum <= 0 or self.epochs <= 0:
-            raise ValueError("SFTConfig: batch_size, grad_accum and epochs must be positive")
+        require(self, "model", bool(self.model) or self.init is not None,
+                "set `model` (a checkpoint) or `init` (a ModelConfig to train from scratch)")
+        positive(self, "batch_size", "grad_accum", "epochs", "save_every", "keep_checkpoints", "log_every")
+        non_negative(self, "max_steps")
 
 
 def load_policy(model_path: str, init: ModelConfig | None, compute_dtype: str, seed: int):
@@ -96,37 +103,80 @@ def load_policy(model_path: str, init: ModelConfig | None, compute_dtype: str, s
     return model
 
 
-def prepare_rows(config: SFTConfig, tok):
-    """Reads, selects by interaction density, renders and packs the trajectories."""
+def read_trajectories(data: SFTDataConfig) -> list:
+    """The trajectories of `data.trajectories` that pass the density selection (never empty)."""
     from jaxalign.data import read_jsonl, select_by_density
 
-    records = read_jsonl(config.data.trajectories, "trajectories")
-    chosen = select_by_density(records, min_tool_calls=config.data.min_tool_calls, top_k=config.data.top_k)
+    path = data.trajectories
+    if not path:
+        raise DataError("data.trajectories is empty: set it to a JSONL file of tool-use trajectories")
+    if not os.path.isfile(path):
+        what = "is a directory, not a file" if os.path.isdir(path) else "does not exist"
+        raise DataError(f"data.trajectories: {path} {what}; synthesise tool-use trajectories first, e.g. "
+                        f"`jaxalign data synth {path} --n 200`, or point it at your own JSONL (schema: jaxalign.data)")
+    records = read_jsonl(path, "trajectories")
+    chosen = select_by_density(records, min_tool_calls=data.min_tool_calls, top_k=data.top_k)
     if not chosen:
-        raise ValueError(f"{config.data.trajectories}: no trajectory has >= {config.data.min_tool_calls} tool calls")
+        raise DataError(f"{path}: none of its {len(records)} trajectories has >= {data.min_tool_calls} tool calls "
+                        "(data.min_tool_calls)")
+    return chosen
+
+
+def prepare_rows(config: SFTConfig, tok, chosen: list | None = None):
+    """Renders and packs the trajectories (read from the config's file unless given)."""
+    chosen = read_trajectories(config.data) if chosen is None else chosen
     examples = [render_messages(r.to_dict()["messages"], tok, config.data.tool_format, r.id) for r in chosen]
     rows = pack(examples, config.data.seq_len, pad_id=tok.pad_token_id or 0, packing=config.data.packing)
+    if not len(rows.input_ids):
+        raise DataError(f"{config.data.trajectories}: no trajectory fits data.seq_len={config.data.seq_len} tokens")
     calls = np.mean([e.tool_calls for e in examples])
     log.info("SFT data: %d trajectories (%.1f tool calls each) -> %d rows of %d tokens", len(examples), calls,
              len(rows), config.data.seq_len)
     return rows, {"trajectories": len(examples), "tool_calls_per_traj": float(calls)}
 
 
-def train_sft(config: SFTConfig, *, resume: bool = True) -> dict:
-    """Runs (or resumes) SFT; returns a summary with final metrics and paths."""
+def train_sft(config: SFTConfig, *, resume: bool = True, allow_config_change: bool = False) -> dict:
+    """Runs (or resumes) SFT; returns a summary with final metrics and paths.
+
+    Everything that can be wrong with the inputs (run_dir, tokenizer, data, model) is checked before
+    the run directory is touched; then the run holds its directory (`RunDir`: a lock, the config
+    history, and on resume a refusal of changes that break exactness unless `allow_config_change`).
+    """
+    distributed.initialize(config.distributed)  # before any device is touched
+    check_run_dir(config.run_dir)
+    chosen = read_trajectories(config.data)
+    source = config.tokenizer or config.model
+    tok = tokenizer.load(source)
+    tokenizer.require_chat_template(tok, source)
+    model = load_policy(config.model, config.init, config.compute_dtype, config.seed)
+    tokenizer.check_vocab(tok, model.config.vocab_size, source, config.model or "init")
+    if config.remat is not None:
+        model = models.replace_config(model, remat=config.remat)
+    rows, data_stats = prepare_rows(config, tok, chosen)
+    order = BatchOrder(len(rows), config.batch_size, config.grad_accum, config.seed)
+    # What the data position means: a resumed run must see the same rows in the same order.
+    layout = {"rows": len(rows), "steps_per_epoch": order.steps_per_epoch,  # fails here if rows < one step
+              "data_sha256": file_digest(config.data.trajectories)}
+    with RunDir(config.run_dir, config, resume=resume, allow_config_change=allow_config_change):
+        return _run(config, tok, model, rows, order, data_stats, layout, resume, allow_config_change)
+
+
+def file_digest(path: str) -> str:
+    """sha256 of a file's bytes (a data file can change under an unchanged config path)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _run(config: SFTConfig, tok, model, rows, order: BatchOrder, data_stats: dict, layout: dict, resume: bool,
+         allow_config_change: bool):
     from jaxalign.checkpoint import CheckpointManager
     from jaxalign.runlog import MetricsLogger, Progress, check_finite, format_metrics
 
-    distributed.initialize(config.distributed)  # before any device is touched
-    os.makedirs(config.run_dir, exist_ok=True)
-    if distributed.is_main():
-        cfglib.dump(config, os.path.join(config.run_dir, "config.yaml"))
-    tok = tokenizer.load(config.tokenizer or config.model)
-    model = load_policy(config.model, config.init, config.compute_dtype, config.seed)
-    if config.remat is not None:
-        model = models.replace_config(model, remat=config.remat)
-    rows, data_stats = prepare_rows(config, tok)
-    order = BatchOrder(len(rows), config.batch_size, config.grad_accum, config.seed)
     total = config.epochs * order.steps_per_epoch
     if config.max_steps:
         total = min(total, config.max_steps)
@@ -143,6 +193,13 @@ def train_sft(config: SFTConfig, *, resume: bool = True) -> dict:
     if resume and ckpt.latest_step() is not None:
         step0, state, extra = ckpt.restore(state)
         start_epoch, start_index = extra["epoch"], extra["index"]
+        if extra.get("layout", layout) != layout:
+            change = f"the training rows changed since step {step0} ({extra['layout']} -> {layout})"
+            if not allow_config_change:
+                raise DataError(f"{config.data.trajectories}: {change}, so resuming would not be exact; pass "
+                                "--allow-config-change to resume anyway, or --no-resume to start over")
+            log.warning("%s: epoch %d restarts from its first batch", change, start_epoch)
+            start_index = 0
         log.info("resumed from step %d (epoch %d, batch %d)", step0, start_epoch, start_index)
     start = int(state.step)
     logger = MetricsLogger(config.run_dir)
@@ -172,7 +229,7 @@ def train_sft(config: SFTConfig, *, resume: bool = True) -> dict:
                     log.info(format_metrics(step, host))
             if due_save:
                 nxt = (epoch, index + 1) if index + 1 < order.steps_per_epoch else (epoch + 1, 0)
-                ckpt.save(step, state, {"epoch": nxt[0], "index": nxt[1], "data": data_stats})
+                ckpt.save(step, state, {"epoch": nxt[0], "index": nxt[1], "data": data_stats, "layout": layout})
     finally:
         ckpt.wait()
         progress.close()

@@ -7,6 +7,8 @@ from typing import Literal
 
 import optax
 
+from jaxalign.config import non_negative, positive, require
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class OptimConfig:
@@ -29,10 +31,12 @@ class OptimConfig:
     """Global-norm clipping threshold; 0 disables."""
 
     def __post_init__(self):
-        if self.learning_rate <= 0:
-            raise ValueError("OptimConfig.learning_rate must be positive")
-        if not 0 <= self.warmup_fraction < 1:
-            raise ValueError("OptimConfig.warmup_fraction must be in [0, 1)")
+        positive(self, "learning_rate", "eps")
+        non_negative(self, "weight_decay", "grad_clip")
+        require(self, "warmup_fraction", 0 <= self.warmup_fraction < 1, "must be in [0, 1)")
+        require(self, "min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "must be in [0, 1]")
+        require(self, "b1", 0 <= self.b1 < 1, "must be in [0, 1)")
+        require(self, "b2", 0 <= self.b2 < 1, "must be in [0, 1)")
 
 
 def learning_rate_schedule(config: OptimConfig, total_steps: int) -> optax.Schedule:

@@ -200,3 +200,58 @@ def test_async_save_does_not_need_the_device_buffers_afterwards(tmp_path):
         mgr.wait()
         _, got, _ = mgr.restore({"a": jax.ShapeDtypeStruct((2**20,), jnp.float32)})
     assert np.array_equal(got["a"], np.arange(2**20, dtype=np.float32))
+
+
+def _truncate(path: str) -> None:
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+
+
+def _truncate_arrays(step_dir: str) -> None:
+    """Cuts every array data file of a step in half (a disk that filled up after the commit)."""
+    for root, _, files in os.walk(os.path.join(step_dir, "state")):
+        if os.path.basename(root) == "d":
+            for name in files:
+                _truncate(os.path.join(root, name))
+
+
+@pytest.mark.parametrize("damage", ["arrays", "metadata"])
+def test_unreadable_newest_step_is_skipped_set_aside_and_saved_again(tmp_path, damage, caplog):
+    mgr = CheckpointManager(tmp_path / "ck", keep=3, save_every=1, async_save=False)
+    for step in (1, 2, 3):
+        mgr.save(step, make_state(step), {"step": step})
+    mgr.close()
+    step3 = tmp_path / "ck" / "3"
+    if damage == "arrays":
+        _truncate_arrays(str(step3))
+    else:
+        _truncate(str(step3 / "state" / "_METADATA"))
+    mgr = CheckpointManager(tmp_path / "ck", keep=3, save_every=1, async_save=False)
+    with caplog.at_level("WARNING", logger="jaxalign.checkpoint.manager"):
+        step, state, extra = mgr.restore(make_state(0))
+    assert (step, extra) == (2, {"step": 2})
+    assert_bitwise_equal(state, make_state(2))
+    assert "step 3 does not restore" in caplog.text
+    # kept, out of the way: nothing is deleted, and the resumed run can write step 3 again
+    [aside] = os.listdir(tmp_path / "ck" / "unreadable")
+    assert aside.startswith("3-") and not step3.exists()
+    assert mgr.all_steps() == [1, 2]
+    mgr.save(3, make_state(3), {"step": 3})
+    assert mgr.restore(make_state(0))[0] == 3
+    mgr.close()
+
+
+def test_no_restorable_step_names_every_step_and_keeps_them(tmp_path):
+    from jaxalign.checkpoint.manager import CheckpointUnreadableError
+
+    mgr = CheckpointManager(tmp_path / "ck", keep=3, save_every=1, async_save=False)
+    for step in (1, 2):
+        mgr.save(step, make_state(step))
+    mgr.close()
+    for step in (1, 2):
+        _truncate(str(tmp_path / "ck" / str(step) / "state" / "_METADATA"))
+    mgr = CheckpointManager(tmp_path / "ck", keep=3, save_every=1, async_save=False)
+    with pytest.raises(CheckpointUnreadableError, match=r"step 2: .*; step 1: "):
+        mgr.restore(make_state(0))
+    assert mgr.all_steps() == [1, 2]  # nothing moved or deleted when nothing restores
+    mgr.close()

@@ -101,3 +101,18 @@ def test_corrupt_gguf_and_tokenizer_paths(tmp_path):
 def _touch(path):
     path.write_bytes(b"")
     return path
+
+
+def test_out_of_vocabulary_ids_are_an_error_not_nan_logits():
+    from jaxalign.errors import InputError
+    from jaxalign.models import ModelConfig
+    from jaxalign.sampling import Sampler
+
+    model = models.init_model(ModelConfig.tiny(vocab_size=64))
+    with pytest.raises(InputError, match=r"input_ids\[0, 2\] = 70 is outside the model's vocabulary \[0, 64\)"):
+        models.jit_forward(model, np.array([[1, 2, 70]]))
+    with pytest.raises(InputError, match=r"input_ids\[1, 0\] = -1"):
+        models.jit_forward(model, np.array([[1, 2], [-1, 3]]))
+    with pytest.raises(InputError, match=r"prompt ids\[0, \d+\] = 64 is outside"):
+        Sampler(model, None).generate([[1, 64]], max_new_tokens=2)
+    assert np.isfinite(np.asarray(models.jit_forward(model, np.array([[0, 63]])))).all()  # the edges are fine

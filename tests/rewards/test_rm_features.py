@@ -31,24 +31,49 @@ def heads(model):
     return jax.tree.leaves(jax.device_get(split_trainable(model, True)[1]))
 
 
+# The cached path computes the heads' inputs with other batch shapes than the in-step backbone, so
+# the two runs agree only up to float rounding (~1e-6 relative). Adam would turn that rounding of
+# near-zero gradients into lr-sized steps (update ~ lr * g / |g|); with eps = 1 >> |g| the update is
+# ~ lr * m, Lipschitz in the gradient with constant lr (SGD with momentum), so after 4 steps the
+# parameters differ by at most 4 * lr * max|dg|, with |dg| ~ 1e-6 * |g| from the rounding of the
+# features: at lr = 1 that is ~1e-6 where training moves them by ~1e-2. The tolerance below follows
+# from that bound, not from how one CPU rounds.
+EPS_1 = ["optim.eps=1.0", "optim.learning_rate=1.0"]
+
+
 @pytest.mark.parametrize("kind", ["sentence", "response"])
 def test_cached_features_train_like_the_uncached_frozen_run(tmp_path, kind):
-    plain = train_rm(frozen_config(tmp_path, kind, "plain", cache=False), resume=False)
-    config = frozen_config(tmp_path, kind, "cached", cache=True)
-    cached = train_rm(config, resume=False)
+    def run(name, cache):
+        config = cfglib.load(RMConfig, os.path.join(ROOT, "configs/rm/tiny_cpu.yaml"),
+                             SMALL + EPS_1 + [f"kind={kind}", f"run_dir={tmp_path / name}",
+                                              f"cache_features={str(cache).lower()}"])
+        return config, train_rm(config, resume=False)
+
+    _, plain = run("plain", False)
+    config, cached = run("cached", True)
     assert cached["steps"] == plain["steps"] == 4
     # Every distinct response once (a chosen side shared by pairs of the same problem: once).
     assert cached["train_pairs"] < cached["features"]["train"]["rows"] <= 2 * cached["train_pairs"]
     losses = [[r["train/loss"] for r in read_metrics(s["run_dir"]) if "train/loss" in r] for s in (plain, cached)]
     assert len(losses[0]) == 4 and losses[0][0] != losses[0][-1]  # the heads did learn
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4, atol=1e-5)
-    # Adam normalises each update, so float rounding of near-zero gradients shows as ~1e-5 in the
-    # parameters after a few steps of learning rate 3e-2 (they move by up to 0.12).
-    for a, b in zip(heads(cached["model"]), heads(plain["model"]), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-3, atol=2e-4)
-    assert cached["eval"]["accuracy"] == plain["eval"]["accuracy"]
+    moved = 0.0
+    for a, b, c in zip(heads(cached["model"]), heads(plain["model"]), heads(build_reward_model(config)[0]),
+                       strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)  # seen: <= 3e-7
+        moved = max(moved, float(np.abs(b - c).max()))
+    assert moved > 100 * 1e-5  # the tolerance is far below how far training moved the heads (seen: >= 1e-2)
+    # Accuracy may differ only through pairs whose score margin is within the score tolerance.
+    with open(os.path.join(plain["run_dir"], "eval.json")) as f:
+        s_plain = json.load(f)["scores"]
+    with open(os.path.join(config.run_dir, "eval.json")) as f:
+        s_cached = json.load(f)["scores"]
+    for side in ("chosen", "rejected"):
+        np.testing.assert_allclose(s_cached[side], s_plain[side], rtol=0, atol=1e-4)
+    margin = np.abs(np.subtract(s_plain["chosen"], s_plain["rejected"]))
+    assert abs(cached["eval"]["accuracy"] - plain["eval"]["accuracy"]) <= np.mean(margin < 2e-4)
     if kind == "sentence":
-        assert cached["eval"]["localisation"] == pytest.approx(plain["eval"]["localisation"])
+        assert cached["eval"]["localisation"] == pytest.approx(plain["eval"]["localisation"], abs=0.05)
     # Heads-only checkpoints reload with the rebuilt frozen backbone and score like the end of training
     # (the scorer runs the backbone: no cache involved).
     _, rm, tok, end_id = load_trained(config.run_dir)
@@ -71,7 +96,8 @@ def test_cache_is_reused_and_shared(tmp_path, monkeypatch):
         raise AssertionError("features recomputed")
 
     monkeypatch.setattr(fx, "extract_features", boom)
-    resumed = train_rm(dataclasses.replace(config, max_steps=6, epochs=3), resume=True)  # every row from the cache
+    # a longer run (its schedule changes, so the change must be allowed); every row from the cache
+    resumed = train_rm(dataclasses.replace(config, max_steps=6, epochs=3), resume=True, allow_config_change=True)
     assert resumed["steps"] == 6 and resumed["features"]["train"]["rows"] == 0
     assert resumed["features"]["train"]["reused_rows"] == 2 * resumed["train_pairs"]
     # A fresh run on the same pairs sharing the cache directory trains exactly like the first one.

@@ -84,3 +84,22 @@ def test_resume_is_exact(policy_dir):
         second.close()
     for a, b in zip(want, got):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+register_reward("never", lambda text, answer: 0.0)
+
+
+def test_a_step_without_any_group_with_signal_warns_and_leaves_the_policy_alone(policy_dir, caplog):
+    trainer = GRPOTrainer(config(policy_dir, "no-signal", steps=2, reward="never", max_refill_rounds=1))
+    try:
+        before = jax.tree.leaves(nnx.state(trainer.policy()))
+        with caplog.at_level("WARNING", logger="jaxalign.rl.trainer"):
+            history = trainer.run(resume=False)["history"]
+        after = jax.tree.leaves(nnx.state(trainer.policy()))
+    finally:
+        trainer.close()
+    assert [h["updated"] for h in history] == [0.0, 0.0] and all(h["groups_kept"] == 0 for h in history)
+    assert "GRPO step 1: all 8 groups had equal rewards (no learning signal) after 1 refill rounds" in caplog.text
+    for a, b in zip(before, after):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert history[0]["sandbox_backend"] in (0.0, 1.0, 2.0)

@@ -19,7 +19,9 @@ from flax import nnx
 
 from jaxalign import config as cfglib
 from jaxalign import models, sharding, tokenizer
+from jaxalign.config import non_negative, positive, require
 from jaxalign.data import PreferencePair, read_jsonl
+from jaxalign.data.checks import DataError
 from jaxalign.models import ModelConfig
 from jaxalign.rewards.benchmark import KINDS, gsm8k_benchmark
 from jaxalign.rewards.evaluation import localisation, pairwise_accuracy
@@ -37,6 +39,7 @@ from jaxalign.rewards.sentence.step import (
 )
 from jaxalign.train.optim import OptimConfig, decay_mask, make_optimizer
 from jaxalign.train.run import compile_step
+from jaxalign.train.rundir import RunDir, check_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +74,9 @@ class RMDataConfig:
     """Optional system message rendered before every prompt."""
 
     def __post_init__(self):
-        if not 0.0 < self.test_fraction < 1.0:
-            raise ValueError(f"RMDataConfig.test_fraction must be in (0, 1), got {self.test_fraction}")
-        if self.length_multiple <= 0 or self.ends_multiple <= 0:
-            raise ValueError("RMDataConfig: length_multiple and ends_multiple must be positive")
+        require(self, "test_fraction", 0.0 < self.test_fraction < 1.0, "must be in (0, 1)")
+        positive(self, "max_len", "length_multiple", "ends_multiple")
+        non_negative(self, "max_train_pairs", "max_test_pairs")
         if unknown := sorted(set(self.kinds) - set(KINDS)):
             raise ValueError(f"RMDataConfig.kinds: unknown {unknown}; known: {list(KINDS)}")
 
@@ -132,12 +134,13 @@ class RMConfig:
     """Activation dtype of the backbone (parameters stay float32)."""
 
     def __post_init__(self):
-        if not self.model and self.init is None:
-            raise ValueError("RMConfig: set `model` (a checkpoint) or `init` (a ModelConfig to train from scratch)")
-        if self.head_dim <= 0 or self.head_dim % 2:
-            raise ValueError(f"RMConfig.head_dim must be positive and even (rotary pairs), got {self.head_dim}")
-        if self.batch_size <= 0 or self.epochs <= 0 or self.eval_batch_size <= 0:
-            raise ValueError("RMConfig: batch_size, eval_batch_size and epochs must be positive")
+        require(self, "model", bool(self.model) or self.init is not None,
+                "set `model` (a checkpoint) or `init` (a ModelConfig to train from scratch)")
+        require(self, "head_dim", self.head_dim > 0 and self.head_dim % 2 == 0,
+                "must be positive and even (rotary pairs)")
+        positive(self, "batch_size", "epochs", "eval_batch_size", "save_every", "keep_checkpoints", "log_every",
+                 "rope_theta")
+        non_negative(self, "max_steps", "reward_penalty")
         if self.cache_features and not self.freeze_backbone:
             raise ValueError("RMConfig.cache_features needs RMConfig.freeze_backbone: cached backbone features "
                              "are only valid while the backbone does not train")
@@ -147,10 +150,13 @@ class RMConfig:
 
 def build_reward_model(config: RMConfig):
     """(reward model, tokenizer, END id or None) as `config` describes, heads freshly initialised."""
-    tok = tokenizer.load(config.tokenizer or config.model)
+    source = config.tokenizer or config.model
+    tok = tokenizer.load(source)
+    tokenizer.require_chat_template(tok, source)
     end_id = None
     if config.model:
         backbone = models.load(config.model, dtype="float32", compute_dtype=config.compute_dtype)
+        tokenizer.check_vocab(tok, backbone.config.vocab_size, source, config.model)
         if config.kind == "sentence":
             backbone, end_id = with_end_token(backbone, tok)
     else:
@@ -185,6 +191,9 @@ def load_pairs(data: RMDataConfig, seed: int) -> tuple[list[PreferencePair], lis
     """(train, test) pairs: from JSONL where given, else the built-in GSM8K benchmark; subsets applied."""
     train = read_jsonl(data.train, "preferences") if data.train else None
     test = read_jsonl(data.test, "preferences") if data.test else None
+    for name, path, pairs in (("train", data.train, train), ("test", data.test, test)):
+        if pairs is not None and not pairs:
+            raise DataError(f"data.{name}: {path} holds no preference pairs")
     if train is None or test is None:
         b_train, b_test = gsm8k_benchmark(test_fraction=data.test_fraction, seed=data.benchmark_seed, kinds=data.kinds)
         train = b_train if train is None else train
@@ -231,24 +240,39 @@ def evaluate_encoded(score, params, frozen, encoded: EncodedPairs, *, batch_size
     return result
 
 
-def train_rm(config: RMConfig, *, resume: bool = True) -> dict:
+def train_rm(config: RMConfig, *, resume: bool = True, allow_config_change: bool = False) -> dict:
     """Trains (or resumes) a reward model, then evaluates it on the test pairs; returns a summary.
 
+    Inputs (run_dir, pairs, tokenizer, backbone) are checked before the run directory is touched;
+    then the run holds it (`RunDir`: lock, config history, refused config changes on resume).
     Writes run_dir/config.yaml, checkpoints, metrics.jsonl (train/* and eval/*) and eval.json; with
     `cache_features`, also the feature cache, and checkpoints hold the heads only.
     """
-    from jaxalign.checkpoint import CheckpointManager
-    from jaxalign.runlog import MetricsLogger, Progress, check_finite, format_metrics
     from jaxalign.sft.batching import BatchOrder
 
-    os.makedirs(config.run_dir, exist_ok=True)
-    cfglib.dump(config, os.path.join(config.run_dir, "config.yaml"))
+    check_run_dir(config.run_dir)
     t_start = time.perf_counter()
-    rm, tok, end_id = build_reward_model(config)
     train_pairs, test_pairs = load_pairs(config.data, config.seed)
+    rm, tok, end_id = build_reward_model(config)
     train_enc, test_enc = encode(config, train_pairs, tok, end_id), encode(config, test_pairs, tok, end_id)
-    pad_id = tok.pad_token_id or 0
+    for name, enc, pairs in (("train", train_enc, train_pairs), ("test", test_enc, test_pairs)):
+        if not len(enc):
+            raise DataError(f"data.{name}: none of its {len(pairs)} pairs fits data.max_len={config.data.max_len} "
+                            "tokens")
     order = BatchOrder(len(train_enc), config.batch_size, 1, config.seed)
+    # steps_per_epoch fails here, before the run directory is taken, when the pairs cannot fill one batch
+    log.info("RM data: %d train / %d test pairs, %d steps per epoch", len(train_enc), len(test_enc),
+             order.steps_per_epoch)
+    with RunDir(config.run_dir, config, resume=resume, allow_config_change=allow_config_change):
+        return _train(config, rm, tok, end_id, train_enc, test_enc, order, resume, t_start)
+
+
+def _train(config: RMConfig, rm, tok, end_id, train_enc: EncodedPairs, test_enc: EncodedPairs, order, resume: bool,
+           t_start: float) -> dict:
+    from jaxalign.checkpoint import CheckpointManager
+    from jaxalign.runlog import MetricsLogger, Progress, check_finite, format_metrics
+
+    pad_id = tok.pad_token_id or 0
     total = config.epochs * order.steps_per_epoch
     total = min(total, config.max_steps) if config.max_steps else total
     full_graphdef, params, frozen = split_trainable(rm, config.freeze_backbone)
