@@ -35,32 +35,3 @@ positive_int = _number(int, lambda v: v > 0, "an integer > 0")
 non_negative_int = _number(int, lambda v: v >= 0, "an integer >= 0")
 positive_float = _number(float, lambda v: v > 0 and v == v and v != float("inf"), "a finite number > 0")
 
-
-def check_output(path: str, flag: str = "--output") -> None:
-    """Fails with `OutputPathError` unless `path` can be written: checked before any work starts, so an
-    unwritable output never throws a finished evaluation away. Creates the parent directory."""
-    import os
-
-    from jaxalign.errors import OutputPathError
-
-    if os.path.isdir(path):
-        raise OutputPathError(f"{flag} {path}: is a directory")
-    parent = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(parent, exist_ok=True)
-        probe = os.path.join(parent, f".{os.path.basename(path)}.probe.{os.getpid()}")
-        with open(probe, "w"):
-            pass
-        os.remove(probe)
-    except OSError as e:
-        raise OutputPathError(f"{flag} {path}: cannot be written ({e.strerror or e})") from None
-
-
-def write_atomic(path: str, text: str) -> None:
-    """Writes `text` to `path` through a temporary file and a rename (never a half-written file)."""
-    import os
-
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import os
 
-from jaxalign.cli.args import DTYPES, check_output, non_negative_int, positive_float, positive_int, write_atomic
+from jaxalign.cli.args import DTYPES, non_negative_int, positive_float, positive_int
 from jaxalign.data.checks import DataError
 from jaxalign.errors import InputError
+from jaxalign.runlog.files import check_output, write_text_atomic
 
 
 def _common(p) -> None:
@@ -90,7 +91,7 @@ def run_score(args) -> int:
     if not rows:
         raise DataError(f"{args.input}: no rows to score")
     if args.output:
-        check_output(args.output)
+        check_output(args.output, "--output")
     scorer = _scorer(args)
     per_token = scorer.token_rewards([r["prompt"] for r in rows], [r["response"] for r in rows])
     lines = []
@@ -101,7 +102,7 @@ def run_score(args) -> int:
         lines.append(json.dumps(out))
     text = "\n".join(lines) + "\n"
     if args.output:
-        write_atomic(args.output, text)
+        write_text_atomic(args.output, text)
     print(text, end="")
     return 0
 
@@ -114,12 +115,12 @@ def run_eval(args) -> int:
     pairs = read_jsonl(args.pairs, "preferences") if args.pairs else gsm8k_benchmark(seed=args.seed)[1]
     pairs = pairs[:args.max_pairs] if args.max_pairs else pairs
     if args.output:
-        check_output(args.output)
+        check_output(args.output, "--output")
     scorer = _scorer(args)
     scores = scorer.score([p.prompt for p in pairs] * 2, [p.chosen for p in pairs] + [p.rejected for p in pairs])
     result = pairwise_accuracy(scores[:len(pairs)], scores[len(pairs):], [p.category for p in pairs])
     text = json.dumps(result, indent=2)
     if args.output:
-        write_atomic(args.output, text + "\n")
+        write_text_atomic(args.output, text + "\n")
     print(text)
     return 0

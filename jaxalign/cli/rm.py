@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from jaxalign.cli.args import check_output, non_negative_int, write_atomic
+from jaxalign.cli.args import non_negative_int
+from jaxalign.runlog.files import check_output, write_text_atomic
 
 
 def register(sub) -> None:
@@ -44,7 +45,7 @@ def run_eval(args) -> int:
     from jaxalign.rewards.sentence.trainer import _subset, evaluate_model, load_pairs, load_trained
 
     if args.output:
-        check_output(args.output)
+        check_output(args.output, "--output")
     config, rm, tok, end_id = load_trained(args.run_dir)
     pairs = read_jsonl(args.pairs, "preferences") if args.pairs else load_pairs(config.data, config.seed)[1]
     pairs = _subset(list(pairs), args.max_pairs, config.seed + 1)
@@ -52,6 +53,6 @@ def run_eval(args) -> int:
     result.pop("scores")
     text = json.dumps(result, indent=2)
     if args.output:
-        write_atomic(args.output, text + "\n")
+        write_text_atomic(args.output, text + "\n")
     print(text)
     return 0

@@ -5,18 +5,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
-import tempfile
 import typing
 
 from jaxalign.config import ConfigError, FieldError, non_negative, positive, require
 from jaxalign.data.tasks import TaskConfig, load_task
-from jaxalign.errors import OutputPathError
 from jaxalign.eval.evaluate import EvalConfig, evaluate, format_table
 from jaxalign.models.config import DTypeName
 from jaxalign.rollout.prompts import SYSTEM_PROMPT
 from jaxalign.rollout.types import RolloutConfig
 from jaxalign.runlog.console import Progress
+from jaxalign.runlog.files import check_output, write_text_atomic
 from jaxalign.sampling.functional import SamplingConfig
 
 log = logging.getLogger(__name__)
@@ -88,44 +86,6 @@ def problems_of(s: EvalSetConfig) -> list:
     return problems[:s.limit] if s.limit else problems
 
 
-def check_output(path: str) -> None:
-    """Raises OutputPathError unless a file can be written at `path`.
-
-    Creates the parent directory and a temporary file next to the target (then removes it), so a
-    results file that cannot be written fails in a second, not after the whole evaluation.
-    """
-    target = os.path.abspath(path)
-    if os.path.isdir(target):
-        raise OutputPathError(f"output {path}: is a directory")
-    parent = os.path.dirname(target)
-    ancestor = parent
-    while not os.path.exists(ancestor):
-        ancestor = os.path.dirname(ancestor)
-    if not os.path.isdir(ancestor):  # makedirs would only say "File exists"
-        raise OutputPathError(f"output {path}: {ancestor} is a file, not a directory")
-    try:
-        os.makedirs(parent, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=parent)
-    except OSError as e:
-        raise OutputPathError(f"output {path}: cannot write there ({e.strerror or e})") from None
-    os.close(fd)
-    os.remove(probe)
-
-
-def write_json(summary: dict, path: str) -> None:
-    """Writes `summary` to `path` atomically (a temporary file next to it, then renamed into place)."""
-    parent = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(summary, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def run_eval(config: EvalRunConfig) -> dict:
     """Evaluates the policy on every set; returns {set name: result} (also written to `output`).
 
@@ -139,7 +99,7 @@ def run_eval(config: EvalRunConfig) -> dict:
     from jaxalign.tools import PythonSandbox
 
     if config.output:
-        check_output(config.output)
+        check_output(config.output, "output")
     try:
         get_reward(config.eval.reward)
     except KeyError as e:
@@ -166,7 +126,7 @@ def run_eval(config: EvalRunConfig) -> dict:
                "max_response_tokens": config.rollout.max_response_tokens,
                "max_tool_calls": config.rollout.max_tool_calls, "sandbox": sandbox_stats, "sets": results}
     if config.output:
-        write_json(summary, config.output)
+        write_text_atomic(config.output, json.dumps(summary, indent=2))
     return summary
 
 

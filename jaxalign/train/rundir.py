@@ -33,6 +33,7 @@ import yaml
 from jaxalign import config as cfglib
 from jaxalign import distributed
 from jaxalign.errors import RunDirError
+from jaxalign.runlog.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -88,15 +89,6 @@ def config_changes(saved: Any, current: Any, prefix: str = "") -> list[str]:
 def exactness_changes(saved: dict, current: dict) -> list[str]:
     """The differing fields of `config_changes` that break an exact resume (not in SAFE_TO_CHANGE)."""
     return [p for p in config_changes(saved, current) if p.split(".")[0] not in SAFE_TO_CHANGE]
-
-
-def _write_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class RunDir:
@@ -175,9 +167,9 @@ class RunDir:
         info = {"invocation": n + 1, "started": _now(), "host": socket.gethostname(), "pid": os.getpid(),
                 "resume": resume, "jax_backend": _jax_backend(), **metadata}
         header = "".join(f"# {k}: {v}\n" for k, v in info.items())
-        _write_atomic(os.path.join(history, f"{n + 1:04d}.yaml"), header + text)
-        _write_atomic(os.path.join(self.path, INFO_FILE), json.dumps(info, indent=1) + "\n")
-        _write_atomic(saved_path, text)
+        write_text_atomic(os.path.join(history, f"{n + 1:04d}.yaml"), header + text)
+        write_text_atomic(os.path.join(self.path, INFO_FILE), json.dumps(info, indent=1) + "\n")
+        write_text_atomic(saved_path, text)
 
     def close(self) -> None:
         """Releases the lock; the emptied lock file stays (only a killed run leaves its name in it)."""

@@ -64,17 +64,12 @@ def write_html(text: str, out: str | os.PathLike) -> str:
     Raises OutputPathError (one line in the CLI) when the file cannot be written.
     """
     from jaxalign.errors import OutputPathError
+    from jaxalign.runlog.files import write_text_atomic
 
     out = os.fspath(out)
-    tmp = out + ".tmp"
     try:
-        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, out)
+        write_text_atomic(out, text)
     except OSError as e:
-        if os.path.isfile(tmp):
-            os.remove(tmp)
         raise OutputPathError(f"{out}: cannot write the page ({e.strerror or e})") from None
     return out
 

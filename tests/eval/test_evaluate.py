@@ -155,12 +155,12 @@ def test_unwritable_output_fails_before_the_model_loads(tmp_path, capsys, no_mod
 
 
 def test_output_check_leaves_a_writable_directory_clean(tmp_path):
-    from jaxalign.eval.run import check_output, write_json
+    from jaxalign.runlog.files import check_output, write_text_atomic
 
     target = tmp_path / "new" / "deeper" / "eval.json"
     check_output(str(target))
     assert list((tmp_path / "new" / "deeper").iterdir()) == []  # the parent is made, the probe removed
-    write_json({"a": 1}, str(target))
+    write_text_atomic(str(target), json.dumps({"a": 1}))
     assert json.loads(target.read_text()) == {"a": 1} and len(list(target.parent.iterdir())) == 1
 
 
