@@ -44,7 +44,8 @@ INFO_FILE = "run_info.json"
 """Facts of the newest invocation that are not config: host, pid, JAX backend, sandbox backend."""
 
 SAFE_TO_CHANGE = frozenset({
-    # cadences and outputs: what is written, not what is computed
+    # where and how often things are written, not what is computed (a run directory may be moved)
+    "run_dir",
     "save_every", "keep_checkpoints", "log_every", "export_hf", "save_trajectories_every", "eval_every",
     # placement: checkpoints restore onto any mesh; remat recomputes the same values
     "mesh", "rollout_mesh", "reference_mesh", "distributed", "remat",
