@@ -28,6 +28,7 @@ import os
 import socket
 from typing import Any
 
+import jax
 import yaml
 
 from jaxalign import config as cfglib
@@ -116,10 +117,10 @@ class RunDir:
                 self._check_and_record(config, resume, allow_config_change, has_checkpoints, metadata or {})
             except Exception as e:
                 self.close()
-                if jax_processes() == 1:
+                if jax.process_count() == 1:
                     raise
                 failure = str(e) or type(e).__name__
-        if jax_processes() > 1:
+        if jax.process_count() > 1:
             # every process must stop together, or the others would wait forever at the first collective
             if any(f[0] for f in distributed.gather_lists([1.0 if failure else 0.0])):
                 raise RunDirError(failure or f"{path}: process 0 could not take the run directory (see its log)")
@@ -187,15 +188,7 @@ class RunDir:
         self.close()
 
 
-def jax_processes() -> int:
-    import jax
-
-    return jax.process_count()
-
-
 def _jax_backend() -> str:
-    import jax
-
     return f"{jax.default_backend()} x{jax.device_count()}"
 
 

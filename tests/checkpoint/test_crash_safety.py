@@ -54,7 +54,7 @@ def run_writer_and_kill(script, directory, kill_at: int, delay: float, log) -> s
     """
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     proc = subprocess.Popen([sys.executable, str(script), str(directory)], stdout=log, stderr=log, env=env)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 900  # a hang guard: starting JAX on a loaded machine takes long
     try:
         while not any(s >= kill_at for s in set.union(*step_dirs(directory))):
             assert proc.poll() is None, f"writer exited early with {proc.returncode}; see {log.name}"

@@ -30,7 +30,7 @@ def main() -> None:
     register_reward("mp_says_7", lambda text, answer: float(answer in text))
     base = cfglib.from_dict(GRPOConfig, spec["config"])
     dist = DistributedConfig(coordinator_address=f"127.0.0.1:{spec['port']}", num_processes=2,
-                             process_id=process_id, initialization_timeout_s=120)
+                             process_id=process_id, initialization_timeout_s=900)
     trainer = GRPOTrainer(dataclasses.replace(base, distributed=dist))
     try:
         history = trainer.run(resume=False)["history"]

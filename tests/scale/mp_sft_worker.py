@@ -28,7 +28,7 @@ def main() -> None:
 
     base = cfglib.from_dict(SFTConfig, spec["config"])
     dist = DistributedConfig(coordinator_address=f"127.0.0.1:{spec['port']}", num_processes=2,
-                             process_id=process_id, initialization_timeout_s=120)
+                             process_id=process_id, initialization_timeout_s=900)
     summary = train_sft(dataclasses.replace(base, distributed=dist))
     import jax
     import numpy as np

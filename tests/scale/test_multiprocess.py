@@ -64,7 +64,9 @@ def spawn_two(worker: str, spec: dict) -> list[str]:
     logs = []
     try:
         for p in procs:
-            logs.append(p.communicate(timeout=420)[0])
+            # A deadline for a hang, not a speed bound: on a loaded 2-core machine two processes that
+            # import JAX and compile under gloo take several times their quiet ~1 min.
+            logs.append(p.communicate(timeout=1800)[0])
     finally:
         for p in procs:
             if p.poll() is None:

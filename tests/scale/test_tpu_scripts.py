@@ -8,7 +8,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def dry(script: str, *args: str, **env: str) -> list[str]:
     out = subprocess.run([os.path.join(ROOT, "tpu", script), *args], env={**os.environ, "DRY_RUN": "1", **env},
-                         capture_output=True, text=True, timeout=60, cwd=ROOT)
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     return [line for line in out.stdout.splitlines() if line.startswith("+ ")]
 
