@@ -54,7 +54,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM
 
     from jaxalign import models, tokenizer
-    from jaxalign.rewards.benchmark import gsm8k_benchmark
+    from jaxalign.rm.benchmark import gsm8k_benchmark
     from jaxalign.rewards.endo_scorer import EndogenousScorer
 
     ours = models.load("smollm2-135m-instruct")

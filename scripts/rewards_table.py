@@ -49,9 +49,9 @@ def main() -> None:
     from jaxalign import tokenizer as toklib
     from jaxalign.data import load_gsm8k, split_problems
     from jaxalign.models import ModelConfig
-    from jaxalign.rewards.benchmark import gsm8k_response
-    from jaxalign.rewards.evaluation import pairwise_accuracy
-    from jaxalign.rewards.sentence.trainer import RMConfig, RMDataConfig, load_pairs, train_rm
+    from jaxalign.rm.benchmark import gsm8k_response
+    from jaxalign.rm.evaluation import pairwise_accuracy
+    from jaxalign.rm.trainer import RMConfig, RMDataConfig, load_pairs, train_rm
     from jaxalign.train.optim import OptimConfig
 
     os.makedirs(args.out, exist_ok=True)
@@ -160,7 +160,7 @@ def tiny_kept_ids(base) -> list[str]:
     the tiny runs' eval.json files hold), found by encoding alone."""
     from jaxalign import tokenizer as toklib
     from jaxalign.rewards.sentence.encode import add_end_token
-    from jaxalign.rewards.sentence.trainer import encode, load_pairs
+    from jaxalign.rm.trainer import encode, load_pairs
 
     tok = toklib.load(base.tokenizer)
     end_id = add_end_token(tok)
@@ -182,7 +182,7 @@ def smollm2_frozen(args, data, test_pairs) -> dict:
     """Sentence and response RMs on the frozen SmolLM2-135M-Instruct backbone, heads trained on cached
     features; the learning rate is picked on a held-out fifth (by problem) of the train subset."""
     from jaxalign.data import write_jsonl
-    from jaxalign.rewards.sentence.trainer import RMConfig, load_pairs, train_rm
+    from jaxalign.rm.trainer import RMConfig, load_pairs, train_rm
     from jaxalign.train.optim import OptimConfig
 
     out = os.path.join(args.out, "smollm2_frozen")

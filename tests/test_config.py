@@ -11,7 +11,7 @@ from jaxalign.config import ConfigError
 from jaxalign.demo import DemoConfig
 from jaxalign.eval.run import EvalRunConfig
 from jaxalign.models import ModelConfig
-from jaxalign.rewards.sentence.trainer import RMConfig
+from jaxalign.rm.trainer import RMConfig
 from jaxalign.rl.config import GRPOConfig
 from jaxalign.sft.trainer import SFTConfig
 

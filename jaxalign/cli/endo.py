@@ -109,8 +109,8 @@ def run_score(args) -> int:
 
 def run_eval(args) -> int:
     from jaxalign.data import read_jsonl
-    from jaxalign.rewards.benchmark import gsm8k_benchmark
-    from jaxalign.rewards.evaluation import pairwise_accuracy
+    from jaxalign.rm.benchmark import gsm8k_benchmark
+    from jaxalign.rm.evaluation import pairwise_accuracy
 
     pairs = read_jsonl(args.pairs, "preferences") if args.pairs else gsm8k_benchmark(seed=args.seed)[1]
     pairs = pairs[:args.max_pairs] if args.max_pairs else pairs

@@ -30,7 +30,7 @@ def register(sub) -> None:
 
 def run_train(args) -> int:
     from jaxalign import config as cfg
-    from jaxalign.rewards.sentence.trainer import RMConfig, train_rm
+    from jaxalign.rm.trainer import RMConfig, train_rm
 
     overrides = list(args.overrides) + ([f"kind={args.kind}"] if args.kind else [])
     summary = train_rm(cfg.load(RMConfig, args.config, overrides), resume=not args.no_resume,
@@ -42,7 +42,7 @@ def run_train(args) -> int:
 
 def run_eval(args) -> int:
     from jaxalign.data import read_jsonl
-    from jaxalign.rewards.sentence.trainer import _subset, evaluate_model, load_pairs, load_trained
+    from jaxalign.rm.trainer import _subset, evaluate_model, load_pairs, load_trained
 
     if args.output:
         check_output(args.output, "--output")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxalign.data import MathProblem
-from jaxalign.rewards.benchmark import (
+from jaxalign.rm.benchmark import (
     KINDS,
     build_gsm8k_preferences,
     corrupt_sentence,
@@ -15,7 +15,7 @@ from jaxalign.rewards.benchmark import (
     gsm8k_response,
     wrong_number,
 )
-from jaxalign.rewards.evaluation import localisation, pair_correct, pairwise_accuracy
+from jaxalign.rm.evaluation import localisation, pair_correct, pairwise_accuracy
 from jaxalign.rewards.sentence.splitter import split_sentences
 
 PROBLEMS = [

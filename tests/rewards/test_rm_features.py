@@ -10,9 +10,9 @@ import pytest
 
 from jaxalign import config as cfglib
 from jaxalign.cli.main import main
-from jaxalign.rewards.sentence import features as fx
-from jaxalign.rewards.sentence.step import split_trainable
-from jaxalign.rewards.sentence.trainer import RMConfig, build_reward_model, encode, load_pairs, load_trained, train_rm
+from jaxalign.rm import features as fx
+from jaxalign.rm.step import split_trainable
+from jaxalign.rm.trainer import RMConfig, build_reward_model, encode, load_pairs, load_trained, train_rm
 from jaxalign.runlog import read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

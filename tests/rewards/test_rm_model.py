@@ -10,7 +10,7 @@ from flax import nnx
 from jaxalign.models import ModelConfig, default_positions, init_model
 from jaxalign.rewards.sentence.aggregate import aggregate
 from jaxalign.rewards.sentence.model import ResponseRewardModel, SentenceRewardModel
-from jaxalign.rewards.sentence.step import (
+from jaxalign.rm.step import (
     init_rm_state,
     make_rm_step,
     pair_loss,

@@ -11,7 +11,7 @@ from jaxalign import config as cfglib
 from jaxalign.cli.main import main
 from jaxalign.data import PreferencePair, write_jsonl
 from jaxalign.models import ModelConfig
-from jaxalign.rewards.sentence.trainer import (
+from jaxalign.rm.trainer import (
     RMConfig,
     RMDataConfig,
     evaluate_model,
@@ -84,7 +84,7 @@ def test_tiny_rm_beats_chance_on_the_benchmark_test_split(tmp_path, kind):
     scored on its test split: accuracy above chance by more than two binomial standard deviations."""
     from jaxalign import tokenizer as toklib
     from jaxalign.data import load_gsm8k, split_problems
-    from jaxalign.rewards.benchmark import gsm8k_response
+    from jaxalign.rm.benchmark import gsm8k_response
 
     data = RMDataConfig(kinds=("final_answer",), max_len=192, length_multiple=192, ends_multiple=16)
     train_problems, _ = split_problems(load_gsm8k(strip_calculator=True), data.test_fraction, data.benchmark_seed)

@@ -35,7 +35,7 @@ import numpy as np
 from flax import nnx
 
 from jaxalign.rewards.endo_scorer import round_up
-from jaxalign.rewards.sentence.batching import EncodedPairs
+from jaxalign.rm.batching import EncodedPairs
 from jaxalign.rewards.sentence.encode import pad_ends, pad_rows
 
 log = logging.getLogger(__name__)

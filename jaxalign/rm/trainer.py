@@ -23,12 +23,12 @@ from jaxalign.config import non_negative, positive, require
 from jaxalign.data import PreferencePair, read_jsonl
 from jaxalign.data.checks import DataError
 from jaxalign.models import ModelConfig
-from jaxalign.rewards.benchmark import KINDS, gsm8k_benchmark
-from jaxalign.rewards.evaluation import localisation, pairwise_accuracy
-from jaxalign.rewards.sentence.batching import EncodedPairs, encode_pairs, eval_order, make_batch
+from jaxalign.rm.benchmark import KINDS, gsm8k_benchmark
+from jaxalign.rm.evaluation import localisation, pairwise_accuracy
+from jaxalign.rm.batching import EncodedPairs, encode_pairs, eval_order, make_batch
 from jaxalign.rewards.sentence.encode import with_end_token
 from jaxalign.rewards.sentence.model import ResponseRewardModel, SentenceRewardModel
-from jaxalign.rewards.sentence.step import (
+from jaxalign.rm.step import (
     init_rm_state,
     make_rm_scorer,
     make_rm_step,
@@ -108,7 +108,7 @@ class RMConfig:
     """Train the heads only (the backbone gets no gradients and no optimizer state)."""
     cache_features: bool = False
     """With freeze_backbone: run the backbone once per train/test response, cache the hidden states the
-    heads read, and train the heads on the cache (jaxalign.rewards.sentence.features)."""
+    heads read, and train the heads on the cache (jaxalign.rm.features)."""
     features_dir: str = ""
     """Feature cache directory (default run_dir/features); runs sharing it reuse each other's rows."""
     feature_batch_rows: int = 8
@@ -281,7 +281,7 @@ def _train(config: RMConfig, rm, tok, end_id, train_enc: EncodedPairs, test_enc:
                                     ends_multiple=config.data.ends_multiple)
     test_batch, features = None, {}
     if config.cache_features:  # the step and the checkpoints see the heads only
-        from jaxalign.rewards.sentence import features as fx
+        from jaxalign.rm import features as fx
 
         train_fx, test_fx = fx.cached_pair_features(config, rm, train_enc, test_enc, pad_id=pad_id)
         features = {"train": train_fx.stats, "test": test_fx.stats}
@@ -363,7 +363,7 @@ def load_trained(run_dir: str):
     graphdef, params, frozen = split_trainable(rm, config.freeze_backbone)
     saved_frozen = frozen
     if config.cache_features:  # heads-only checkpoints; the frozen backbone is the one just built
-        from jaxalign.rewards.sentence.features import heads_only
+        from jaxalign.rm.features import heads_only
 
         saved_frozen = heads_only(rm)[2]
     optimizer = make_optimizer(config.optim, 1, mask=decay_mask(params))

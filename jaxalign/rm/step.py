@@ -3,7 +3,7 @@
 Batches hold pairs: `input_ids`, `attention_mask` [P, 2, T] (slot 0 chosen, slot 1 rejected),
 `pair_weight` [P] (0 for padding pairs) and, for the sentence model, `end_positions`,
 `end_valid` [P, 2, N]. P (pairs) is the batch axis that the mesh splits. Batches of cached backbone
-features (`jaxalign.rewards.sentence.features`) hold `end_hidden` [P, 2, N, D] (sentence model) or
+features (`jaxalign.rm.features`) hold `end_hidden` [P, 2, N, D] (sentence model) or
 `last_hidden` [P, 2, D] (response model) instead of the token arrays; the scores are the same functions.
 """
 
@@ -39,7 +39,7 @@ def sentence_pair_scores(model: SentenceRewardModel, batch: dict, *, use_attenti
     which keeps the logit of the summed values from growing with the number of sentences.
     """
     valid = _flat(batch["end_valid"])
-    if "end_hidden" in batch:  # cached backbone features (jaxalign.rewards.sentence.features)
+    if "end_hidden" in batch:  # cached backbone features (jaxalign.rm.features)
         r, s = model.score_hidden(_flat(batch["end_hidden"]), valid, use_attention=use_attention, use_rope=use_rope,
                                   rope_theta=rope_theta)
     else:
@@ -56,7 +56,7 @@ def sentence_pair_scores(model: SentenceRewardModel, batch: dict, *, use_attenti
 
 def response_pair_scores(model: ResponseRewardModel, batch: dict) -> dict[str, jax.Array]:
     """Scores of the response-level model on a pair batch: `chosen`, `rejected`, `scale` (= 1), all [P]."""
-    if "last_hidden" in batch:  # cached backbone features (jaxalign.rewards.sentence.features)
+    if "last_hidden" in batch:  # cached backbone features (jaxalign.rm.features)
         r = model.score_hidden(_flat(batch["last_hidden"]))
     else:
         r = model(_flat(batch["input_ids"]), _flat(batch["attention_mask"]))

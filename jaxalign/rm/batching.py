@@ -62,7 +62,7 @@ def encode_pairs(pairs: Sequence[PreferencePair], tokenizer, *, kind: Kind, end_
 
 def make_batch(encoded: EncodedPairs, indices: Sequence[int], *, pairs_per_batch: int, length_multiple: int = 64,
                ends_multiple: int = 8, pad_id: int = 0) -> dict[str, np.ndarray]:
-    """A pair batch (see `jaxalign.rewards.sentence.step`) of `indices`, padded to `pairs_per_batch` pairs.
+    """A pair batch (see `jaxalign.rm.step`) of `indices`, padded to `pairs_per_batch` pairs.
 
     Lengths round up to `length_multiple` tokens and `ends_multiple` END slots, so a run compiles
     one step per bucket. Padding pairs have all-zero masks and `pair_weight` 0.
