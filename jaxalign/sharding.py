@@ -170,6 +170,14 @@ def batch_sharding(mesh: Mesh, rules: Rules, ndim: int, batch_axis: int) -> Name
     axes[batch_axis] = "batch"
     return NamedSharding(mesh, logical_to_spec(axes, rules))
 
+
+def batch_shards(mesh: Mesh, rules: Rules) -> int:
+    """How many pieces the logical "batch" axis splits into on `mesh` (rows must be a multiple)."""
+    [target] = logical_to_spec(("batch",), rules)
+    axes = () if target is None else (target,) if isinstance(target, str) else target
+    return math.prod(mesh.shape[a] for a in axes)
+
+
 def shard_module(module: nnx.Module, mesh: Mesh, rules: Rules) -> nnx.Module:
     """Places every parameter of `module` on `mesh` following `rules` (in place) and returns it."""
     state = nnx.state(module)
@@ -252,3 +260,4 @@ def _reshard_leaf(x: jax.Array, target: NamedSharding) -> jax.Array:
 
 def _index_key(index: tuple, shape: Sequence[int]) -> tuple:
     return tuple(sl.indices(n)[:2] for sl, n in zip(index, shape))
+

@@ -143,12 +143,13 @@ def test_training_weights_reshard_into_the_rollout_layout(model):
         got = flat(placed)
         for k, v in flat(params).items():
             np.testing.assert_array_equal(got[k], v)
-    # The sampler on the rollout-layout weights generates exactly what it does on one device.
+    # The sampler on the rollout-layout weights and mesh generates exactly what it does on one device
+    # (where its decode state lives: tests/scale/test_sampler_mesh.py).
     prompts = [[1, 5, 9, 2], [3, 4]]
     greedy = SamplingConfig(temperature=0.0)
     expected = Sampler(model).generate(prompts, greedy, max_new_tokens=6, stop_token_ids=())
-    sampler = Sampler(model)
+    sampler = Sampler(model, mesh=rollout_mesh, rules=sharding.ROLLOUT_RULES)
     sampler.update(placed)
-    assert {d for x in jax.tree.leaves(sampler.weights) for d in x.devices()} <= set(jax.devices()[4:])
+    assert {d for x in jax.tree.leaves(sampler.weights) for d in x.devices()} == set(jax.devices()[4:])
     got = sampler.generate(prompts, greedy, max_new_tokens=6, stop_token_ids=())
     assert [c.tokens for c in got] == [c.tokens for c in expected]
