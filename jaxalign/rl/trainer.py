@@ -81,7 +81,8 @@ class GRPOTrainer:
         self.ref_params = self.placement.to_reference(params) if c.loss.kl_coef else None
         self.ref_logprob_fn = jax.jit(make_logprob_fn(self.graphdef))  # follows the reference mesh
         # The sampler reads weights in the rollout layout on this host's rollout mesh.
-        self.sampler = Sampler(nnx.merge(self.graphdef, self.placement.to_rollout(params)), self.tok)
+        self.sampler = Sampler(nnx.merge(self.graphdef, self.placement.to_rollout(params)), self.tok,
+                               mesh=self.placement.rollout_mesh, rules=sharding.ROLLOUT_RULES)
         # one session (worker) per live trajectory: keep a batch's worth warm between steps
         self.sandbox = PythonSandbox(timeout_s=c.sandbox_timeout_s, workers=c.sandbox_workers,
                                      max_idle_workers=max(2 * c.sandbox_workers, c.prompts_per_step * c.group_size,
