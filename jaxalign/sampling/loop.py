@@ -238,17 +238,19 @@ class MeshLoop:
 
     Same signatures as the module-level functions without `config`. A DecodeState goes in (checked:
     a state laid out otherwise is an error) and comes out as `state_shardings` says; host inputs
-    ([B, C] chunks, [B] row masks and budgets) are placed by rows on entry; weights stay where they
-    are (the sampler places them by the rules); stop tables, step counts and the key are replicated.
-    Tracing runs under `sharding.use_mesh`, so the model code keeps its batch vectorised (no
-    single-device CPU paths) and its activation constraints apply.
+    ([B, C] chunks, [B] row masks and budgets) are put on the mesh by rows, stop tables, step counts
+    and the key replicated, before each call (jit takes no numpy inputs with shardings on several
+    processes); weights stay where they are (the sampler places them by the rules). Tracing runs
+    under `sharding.use_mesh`, so the model code keeps its batch vectorised (no single-device CPU
+    paths) and its activation constraints apply.
     """
 
     def __init__(self, config: ModelConfig, mesh: Mesh, rules: sharding.Rules):
         self.config, self.mesh, self.rules = config, mesh, rules
         self.shardings = st = state_shardings(config, mesh, rules)
-        row, rows = sharding.batch_sharding(mesh, rules, 1, 0), sharding.batch_sharding(mesh, rules, 2, 0)
-        rep = NamedSharding(mesh, PartitionSpec())
+        self.row = row = sharding.batch_sharding(mesh, rules, 1, 0)  # [B]
+        self.rows = rows = sharding.batch_sharding(mesh, rules, 2, 0)  # [B, C]
+        self.replicated = rep = NamedSharding(mesh, PartitionSpec())
 
         def jit(fn, in_shardings, static=(), donate=()):
             def traced(*args):
@@ -265,21 +267,35 @@ class MeshLoop:
         self._decode = jit(lambda w, s, ids, seqs, lens, steps, sampling, pad: _decode(
             config, w, s, ids, seqs, lens, steps, sampling=sampling, pad_id=pad), (None, st, rep, rep, rep, rep),
             (6, 7), (1,))
-        self.start_segment = jit(_start_segment, (st, row, row), donate=(0,))
-        self.stop_rows = jit(_stop_rows, (st, row), donate=(0,))
-        self.rollback = jit(_rollback, (st, row), donate=(0,))
-        self.compact = jit(_compact, (st,), donate=(0,))
+        self._start_segment = jit(_start_segment, (st, row, row), donate=(0,))
+        self._stop_rows = jit(_stop_rows, (st, row), donate=(0,))
+        self._rollback = jit(_rollback, (st, row), donate=(0,))
+        self._compact = jit(_compact, (st,), donate=(0,))
 
     def prefill(self, weights: DecodeWeights, ids_BC, mask_BC, rng, *, cache_size: int, max_tokens: int,
                 window: int) -> DecodeState:
+        ids_BC, mask_BC, rng = jax.device_put((ids_BC, mask_BC, rng), (self.rows, self.rows, self.replicated))
         return self._prefill(weights, ids_BC, mask_BC, rng, cache_size, max_tokens, window)
 
     def append(self, weights: DecodeWeights, state: DecodeState, ids_BC, mask_BC) -> DecodeState:
-        return self._append(weights, state, ids_BC, mask_BC)
+        return self._append(weights, state, *jax.device_put((ids_BC, mask_BC), self.rows))
 
     def decode(self, weights: DecodeWeights, state: DecodeState, stop_ids, stop_seqs_SW, stop_lens_S, max_steps, *,
                sampling: SamplingConfig, pad_id: int = 0) -> DecodeState:
-        return self._decode(weights, state, stop_ids, stop_seqs_SW, stop_lens_S, max_steps, sampling, pad_id)
+        stops = jax.device_put((stop_ids, stop_seqs_SW, stop_lens_S, max_steps), self.replicated)
+        return self._decode(weights, state, *stops, sampling, pad_id)
+
+    def start_segment(self, state: DecodeState, rows_B, budget_B) -> DecodeState:
+        return self._start_segment(state, *jax.device_put((rows_B, budget_B), self.row))
+
+    def stop_rows(self, state: DecodeState, rows_B) -> DecodeState:
+        return self._stop_rows(state, jax.device_put(rows_B, self.row))
+
+    def rollback(self, state: DecodeState, drop_B) -> DecodeState:
+        return self._rollback(state, jax.device_put(drop_B, self.row))
+
+    def compact(self, state: DecodeState) -> DecodeState:
+        return self._compact(state)
 
     @classmethod
     @functools.cache
