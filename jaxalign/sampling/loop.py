@@ -274,27 +274,34 @@ class MeshLoop:
 
     def prefill(self, weights: DecodeWeights, ids_BC, mask_BC, rng, *, cache_size: int, max_tokens: int,
                 window: int) -> DecodeState:
+        """`prefill` on this mesh."""
         ids_BC, mask_BC, rng = jax.device_put((ids_BC, mask_BC, rng), (self.rows, self.rows, self.replicated))
         return self._prefill(weights, ids_BC, mask_BC, rng, cache_size, max_tokens, window)
 
     def append(self, weights: DecodeWeights, state: DecodeState, ids_BC, mask_BC) -> DecodeState:
+        """`append` on this mesh."""
         return self._append(weights, state, *jax.device_put((ids_BC, mask_BC), self.rows))
 
     def decode(self, weights: DecodeWeights, state: DecodeState, stop_ids, stop_seqs_SW, stop_lens_S, max_steps, *,
                sampling: SamplingConfig, pad_id: int = 0) -> DecodeState:
+        """`decode` on this mesh."""
         stops = jax.device_put((stop_ids, stop_seqs_SW, stop_lens_S, max_steps), self.replicated)
         return self._decode(weights, state, *stops, sampling, pad_id)
 
     def start_segment(self, state: DecodeState, rows_B, budget_B) -> DecodeState:
+        """`start_segment` on this mesh."""
         return self._start_segment(state, *jax.device_put((rows_B, budget_B), self.row))
 
     def stop_rows(self, state: DecodeState, rows_B) -> DecodeState:
+        """`stop_rows` on this mesh."""
         return self._stop_rows(state, jax.device_put(rows_B, self.row))
 
     def rollback(self, state: DecodeState, drop_B) -> DecodeState:
+        """`rollback` on this mesh."""
         return self._rollback(state, jax.device_put(drop_B, self.row))
 
     def compact(self, state: DecodeState) -> DecodeState:
+        """`compact` on this mesh."""
         return self._compact(state)
 
     @classmethod
