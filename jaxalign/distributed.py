@@ -22,7 +22,9 @@ from typing import Any
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh
+
+from jaxalign import sharding
 
 log = logging.getLogger(__name__)
 
@@ -96,19 +98,13 @@ def is_main() -> bool:
     return jax.process_index() == 0
 
 
-def _batch_spec_sharding(mesh: Mesh, rules, ndim: int, batch_axis: int) -> NamedSharding:
-    from jaxalign.train.run import batch_sharding
-
-    return batch_sharding(mesh, rules, ndim, batch_axis)
-
-
 def batch_rows(mesh: Mesh, rules, global_rows: int) -> tuple[int, int]:
     """[start, stop) of the batch rows whose data this process's devices hold.
 
     Batches are split over ("data", "fsdp"); a host feeds only the rows of its own devices. With a
     mesh laid out host by host (as `make_mesh` does) they form one contiguous range.
     """
-    sh = _batch_spec_sharding(mesh, rules, 1, 0)
+    sh = sharding.batch_sharding(mesh, rules, 1, 0)
     spans = {idx[0].indices(global_rows)[:2] for idx in sh.addressable_devices_indices_map((global_rows,)).values()}
     lo, hi = min(s for s, _ in spans), max(e for _, e in spans)
     if sum(e - s for s, e in spans) != hi - lo:
@@ -123,7 +119,7 @@ def global_batch(local: np.ndarray, mesh: Mesh, rules, *, batch_axis: int,
     On one process this is a plain placement; on several, no host ever holds the whole batch.
     `global_rows` defaults to what the mesh implies (rows split evenly over the hosts' devices).
     """
-    sh = _batch_spec_sharding(mesh, rules, np.ndim(local), batch_axis)
+    sh = sharding.batch_sharding(mesh, rules, np.ndim(local), batch_axis)
     shape = None
     if global_rows is not None:
         shape = list(np.shape(local))

@@ -147,6 +147,37 @@ def state_specs(state: Any, mesh: Mesh, rules: Rules) -> dict[str, str]:
     return out
 
 
+def tree_shardings(tree: Any, mesh: Mesh, rules: Rules) -> Any:
+    """NamedShardings for a pytree: Variables by their logical axes, everything else replicated.
+
+    Works for a TrainState: the optimizer's moment pytrees mirror the parameters' Variables (with
+    their axes), so they shard exactly like the parameters (FSDP shards optimizer state too).
+    """
+    replicated = NamedSharding(mesh, PartitionSpec())
+
+    def one(x):
+        if isinstance(x, nnx.Variable):
+            spec = logical_to_spec(_axes_of(x), rules, x.get_value().shape, mesh)
+            return x.replace(NamedSharding(mesh, spec))
+        return replicated
+
+    return jax.tree.map(one, tree, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def batch_sharding(mesh: Mesh, rules: Rules, ndim: int, batch_axis: int) -> NamedSharding:
+    """A batch leaf of rank `ndim` whose axis `batch_axis` is the batch: split over the data axes."""
+    axes = [None] * ndim
+    axes[batch_axis] = "batch"
+    return NamedSharding(mesh, logical_to_spec(axes, rules))
+
+
+def batch_shards(mesh: Mesh, rules: Rules) -> int:
+    """How many pieces the logical "batch" axis splits into on `mesh` (rows must be a multiple)."""
+    [target] = logical_to_spec(("batch",), rules)
+    axes = () if target is None else (target,) if isinstance(target, str) else target
+    return math.prod(mesh.shape[a] for a in axes)
+
+
 def shard_module(module: nnx.Module, mesh: Mesh, rules: Rules) -> nnx.Module:
     """Places every parameter of `module` on `mesh` following `rules` (in place) and returns it."""
     state = nnx.state(module)
@@ -229,3 +260,4 @@ def _reshard_leaf(x: jax.Array, target: NamedSharding) -> jax.Array:
 
 def _index_key(index: tuple, shape: Sequence[int]) -> tuple:
     return tuple(sl.indices(n)[:2] for sl, n in zip(index, shape))
+

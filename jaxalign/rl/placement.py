@@ -20,7 +20,6 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxalign import distributed, sharding
-from jaxalign.train.run import tree_shardings
 
 
 def rollout_mesh(config: sharding.MeshConfig | None, train_mesh: Mesh) -> Mesh:
@@ -52,11 +51,11 @@ class Placement:
 
     def to_rollout(self, params: Any) -> Any:
         """Parameters (any layout) resharded into the rollout layout on this host's rollout mesh."""
-        return sharding.reshard(params, tree_shardings(params, self.rollout_mesh, sharding.ROLLOUT_RULES))
+        return sharding.reshard(params, sharding.tree_shardings(params, self.rollout_mesh, sharding.ROLLOUT_RULES))
 
     def to_reference(self, params: Any) -> Any:
         """A copy of the parameters for the frozen reference model (FSDP layout: forward passes only)."""
-        return sharding.reshard(params, tree_shardings(params, self.reference_mesh, sharding.TRAIN_RULES))
+        return sharding.reshard(params, sharding.tree_shardings(params, self.reference_mesh, sharding.TRAIN_RULES))
 
     def logprobs(self, fn: Callable, params: Any, local_inputs: dict[str, np.ndarray], mesh: Mesh) -> np.ndarray:
         """`fn(params, batch)[0]` on `mesh` for this host's rows [b, T]; returns this host's rows."""

@@ -37,7 +37,7 @@ from jaxalign.sampling.sampler import Sampler, bucket
 from jaxalign.sft.step import init_train_state
 from jaxalign.tools.backends import BACKENDS as SANDBOX_BACKENDS
 from jaxalign.train.optim import decay_mask, make_optimizer
-from jaxalign.train.run import compile_step, tree_shardings
+from jaxalign.train.run import compile_step
 from jaxalign.train.rundir import RunDir, check_run_dir
 
 log = logging.getLogger(__name__)
@@ -76,12 +76,13 @@ class GRPOTrainer:
         self.step_fn, self.state = compile_step(make_grpo_step(self.graphdef, self.optimizer, c.loss),
                                                 init_train_state(params, self.optimizer), self.mesh,
                                                 sharding.TRAIN_RULES, batch_axis=0 if c.micro_batches == 1 else 1)
-        params_sh = tree_shardings(params, self.mesh, sharding.TRAIN_RULES)
+        params_sh = sharding.tree_shardings(params, self.mesh, sharding.TRAIN_RULES)
         self.logprob_fn = jax.jit(make_logprob_fn(self.graphdef), in_shardings=(params_sh, None))
         self.ref_params = self.placement.to_reference(params) if c.loss.kl_coef else None
         self.ref_logprob_fn = jax.jit(make_logprob_fn(self.graphdef))  # follows the reference mesh
         # The sampler reads weights in the rollout layout on this host's rollout mesh.
-        self.sampler = Sampler(nnx.merge(self.graphdef, self.placement.to_rollout(params)), self.tok)
+        self.sampler = Sampler(nnx.merge(self.graphdef, self.placement.to_rollout(params)), self.tok,
+                               mesh=self.placement.rollout_mesh, rules=sharding.ROLLOUT_RULES)
         # one session (worker) per live trajectory: keep a batch's worth warm between steps
         self.sandbox = PythonSandbox(timeout_s=c.sandbox_timeout_s, workers=c.sandbox_workers,
                                      max_idle_workers=max(2 * c.sandbox_workers, c.prompts_per_step * c.group_size,

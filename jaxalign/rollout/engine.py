@@ -195,11 +195,11 @@ class RolloutEngine:
             budget[i] = min(seg, left)
             r.consumed = 0
             r.status = ACTIVE
-        return loop.start_segment(state, mask, budget)
+        return self.sampler.start_segment(state, mask, budget)
 
     def _ensure_room(self, state, needed: int):
         if int(state.cache.index) + needed > state.cache.size:
-            state = loop.compact(state)
+            state = self.sampler.compact(state)
         if int(state.cache.index) + needed > state.cache.size:
             raise RuntimeError("KV cache too small for the rollout budgets (increase max_response_tokens slack)")
         return state
@@ -243,9 +243,9 @@ class RolloutEngine:
                 else:  # segment buffer full, or paused on a marker that was not a complete call
                     restart[i] = r
         if host_stops.any():
-            state = loop.stop_rows(state, host_stops)
+            state = self.sampler.stop_rows(state, host_stops)
         if drop.any():
-            state = loop.rollback(state, drop)
+            state = self.sampler.rollback(state, drop)
         return self._start(state, restart, seg)
 
     def _begin_tool(self, row: _Row, call: ToolCall, pool) -> None:

@@ -10,7 +10,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh
 
+from jaxalign import sharding
 from jaxalign.models.decode import DecodeWeights, prepare_decode_weights
 from jaxalign.models.transformer import Transformer, check_token_ids
 from jaxalign.sampling import loop
@@ -91,11 +93,23 @@ class Sampler:
 
     Prompts, caches and batch sizes are rounded up to buckets so each bucket compiles once.
     `update(model_or_params)` swaps in new weights (e.g. after a training step) without recompiling.
+
+    With a `mesh`, the weights are placed by `rules` (default `ROLLOUT_RULES`) and the decode state
+    and KV cache by rows over the rules' "batch" axes (`loop.state_shardings`): each data / fsdp
+    device decodes its own rows. Batch sizes are then padded up to a multiple of those row shards.
+    Without one, everything runs on one device as JAX places it.
     """
 
-    def __init__(self, model: Transformer, tokenizer=None, *, pad_id: int | None = None):
+    def __init__(self, model: Transformer, tokenizer=None, *, mesh: Mesh | None = None,
+                 rules: sharding.Rules | None = None, pad_id: int | None = None):
+        if rules is not None and mesh is None:
+            raise ValueError("Sampler: rules without a mesh")
         self.graphdef = nnx.graphdef(model)
         self.config = model.config
+        self.mesh = mesh
+        self.rules = None if mesh is None else rules or sharding.ROLLOUT_RULES
+        self.loop = loop.OneDevice(self.config) if mesh is None else loop.MeshLoop.get(self.config, mesh, self.rules)
+        self.row_shards = 1 if mesh is None else sharding.batch_shards(mesh, self.rules)
         self.update(model)
         self.tokenizer = tokenizer
         if pad_id is None:
@@ -106,13 +120,20 @@ class Sampler:
         """Uses new parameters (a Transformer or its nnx.State), copied once into decode layout."""
         if isinstance(model_or_params, nnx.Module):
             model_or_params = nnx.state(model_or_params)
+        if self.mesh is not None:  # a no-op for weights already in this layout (GRPO's `to_rollout`)
+            model_or_params = jax.device_put(model_or_params,
+                                             sharding.tree_shardings(model_or_params, self.mesh, self.rules))
         self.weights = _prepare(self.graphdef, model_or_params)
 
     # ----------------------------------------------------------------- lower-level steps
+    def rows(self, n: int) -> int:
+        """Rows a batch of `n` occupies: `n` rounded up to a multiple of the row shards."""
+        return -(-n // self.row_shards) * self.row_shards
+
     def left_pad(self, prompts: Sequence[Sequence[int]], batch: int | None = None):
         """Left-pads prompts to a bucketed width; returns (ids [B, C], mask [B, C])."""
         width = bucket(max(len(p) for p in prompts))
-        b = batch or len(prompts)
+        b = self.rows(batch or len(prompts))
         ids = np.full((b, width), self.pad_id, np.int32)
         mask = np.zeros((b, width), np.int32)
         for i, p in enumerate(prompts):
@@ -123,19 +144,20 @@ class Sampler:
 
     def start(self, prompts: Sequence[Sequence[int]], *, cache_size: int, max_tokens: int,
               window: int = 8, seed: int = 0, batch: int | None = None) -> loop.DecodeState:
-        """Prefills `prompts` into a fresh cache of `cache_size` slots."""
+        """Prefills `prompts` into a fresh cache of `cache_size` slots (`batch` rows, padded up to
+        a multiple of the row shards)."""
         ids, mask = self.left_pad(prompts, batch)
         check_token_ids(ids, self.config.vocab_size, "prompt ids")  # under jit they would read NaN rows
         if ids.shape[1] >= cache_size:
             raise ValueError(f"prompt bucket {ids.shape[1]} does not fit a cache of {cache_size} slots")
-        return loop.prefill(self.config, self.weights, ids, mask, jax.random.key(seed),
-                            cache_size=cache_size, max_tokens=max_tokens, window=window)
+        return self.loop.prefill(self.weights, ids, mask, jax.random.key(seed), cache_size=cache_size,
+                                 max_tokens=max_tokens, window=window)
 
     def run(self, state: loop.DecodeState, config: SamplingConfig, stops: StopTable,
             max_steps: int) -> loop.DecodeState:
         """Runs the decode loop for at most `max_steps` steps."""
-        return loop.decode(self.config, self.weights, state, stops.ids, stops.seqs, stops.lens,
-                           jnp.int32(max_steps), sampling=config, pad_id=self.pad_id)
+        return self.loop.decode(self.weights, state, stops.ids, stops.seqs, stops.lens, jnp.int32(max_steps),
+                                sampling=config, pad_id=self.pad_id)
 
     def append(self, state: loop.DecodeState, chunks: dict[int, Sequence[int]]) -> loop.DecodeState:
         """Appends token chunks to some rows (e.g. tool outputs), padded to a bucketed width."""
@@ -147,7 +169,23 @@ class Sampler:
             ids[row, :len(chunk)] = chunk
             mask[row, :len(chunk)] = 1
         check_token_ids(ids, self.config.vocab_size, "appended ids")
-        return loop.append(self.config, self.weights, state, ids, mask)
+        return self.loop.append(self.weights, state, ids, mask)
+
+    def start_segment(self, state: loop.DecodeState, rows_B, budget_B) -> loop.DecodeState:
+        """`loop.start_segment` in this sampler's placement."""
+        return self.loop.start_segment(state, rows_B, budget_B)
+
+    def stop_rows(self, state: loop.DecodeState, rows_B) -> loop.DecodeState:
+        """`loop.stop_rows` in this sampler's placement."""
+        return self.loop.stop_rows(state, rows_B)
+
+    def rollback(self, state: loop.DecodeState, drop_B) -> loop.DecodeState:
+        """`loop.rollback` in this sampler's placement."""
+        return self.loop.rollback(state, drop_B)
+
+    def compact(self, state: loop.DecodeState) -> loop.DecodeState:
+        """`loop.compact` in this sampler's placement."""
+        return self.loop.compact(state)
 
     # ----------------------------------------------------------------- convenience
     def generate(self, prompts: Sequence[Sequence[int]], config: SamplingConfig = SamplingConfig(), *,
@@ -161,13 +199,13 @@ class Sampler:
             stop_token_ids = () if eos is None else (eos,)
         stops = StopTable.build(stop_token_ids, stop_sequences)
         n = len(prompts)
-        batch = bucket(n, minimum=1)
+        batch = self.rows(bucket(n, minimum=1))
         max_tokens = bucket(max_new_tokens)
         cache_size = bucket(bucket(max(len(p) for p in prompts)) + max_tokens)
         state = self.start(prompts, cache_size=cache_size, max_tokens=max_tokens,
                            window=stops.window, seed=seed, batch=batch)
         rows = np.arange(batch) < n
-        state = loop.start_segment(state, rows, np.full((batch,), max_new_tokens, np.int32))
+        state = self.start_segment(state, rows, np.full((batch,), max_new_tokens, np.int32))
         state = self.run(state, config, stops, max_new_tokens)
         tokens, logprobs, length, reason = jax.device_get(
             (state.tokens, state.logprobs, state.length, state.stop_reason))

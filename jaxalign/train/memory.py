@@ -103,10 +103,9 @@ def rollout_bytes(config: ModelConfig, tensor: int, rows: int, cache_len: int, d
 
 
 def _abstract_batch(step: StepShape, mesh: Mesh) -> dict:
-    from jaxalign.train.run import batch_sharding
-
     def leaf(shape, dtype, axis):
-        return jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding(mesh, sharding.TRAIN_RULES, len(shape), axis))
+        sh = sharding.batch_sharding(mesh, sharding.TRAIN_RULES, len(shape), axis)
+        return jax.ShapeDtypeStruct(shape, dtype, sharding=sh)
 
     if step.kind == "sft":
         shape = (step.accum, step.rows, step.seq_len)
@@ -125,14 +124,13 @@ def compiled_bytes(config: ModelConfig, mesh: Mesh, step: StepShape, optim: Opti
     """The compiled train step's per-device memory analysis (abstract inputs: nothing allocated)."""
     from jaxalign.rl.step import GRPOLossConfig, make_grpo_step
     from jaxalign.sft.step import make_sft_step
-    from jaxalign.train.run import tree_shardings
 
     graphdef, state, optimizer = abstract_state(config, optim)
     if step.kind == "sft":
         fn = make_sft_step(graphdef, optimizer)
     else:
         fn = make_grpo_step(graphdef, optimizer, GRPOLossConfig(kl_coef=0.1 if step.kl else 0.0))
-    state_sh = tree_shardings(state, mesh, sharding.TRAIN_RULES)
+    state_sh = sharding.tree_shardings(state, mesh, sharding.TRAIN_RULES)
 
     def traced(s, b):
         with sharding.use_mesh(mesh, sharding.TRAIN_RULES):

@@ -7,35 +7,10 @@ from typing import Any
 
 import jax
 import numpy as np
-from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
 from jaxalign import sharding
 from jaxalign.sharding import Rules
-
-
-def tree_shardings(tree: Any, mesh: Mesh, rules: Rules) -> Any:
-    """NamedShardings for a pytree: Variables by their logical axes, everything else replicated.
-
-    Works for a TrainState: the optimizer's moment pytrees mirror the parameters' Variables (with
-    their axes), so they shard exactly like the parameters (FSDP shards optimizer state too).
-    """
-    replicated = NamedSharding(mesh, PartitionSpec())
-
-    def one(x):
-        if isinstance(x, nnx.Variable):
-            spec = sharding.logical_to_spec(sharding._axes_of(x), rules, x.get_value().shape, mesh)
-            return x.replace(NamedSharding(mesh, spec))
-        return replicated
-
-    return jax.tree.map(one, tree, is_leaf=lambda x: isinstance(x, nnx.Variable))
-
-
-def batch_sharding(mesh: Mesh, rules: Rules, ndim: int, batch_axis: int) -> NamedSharding:
-    """A batch leaf of rank `ndim` whose axis `batch_axis` is the batch: split over the data axes."""
-    axes = [None] * ndim
-    axes[batch_axis] = "batch"
-    return NamedSharding(mesh, sharding.logical_to_spec(axes, rules))
 
 
 def compile_step(step: Callable, state: Any, mesh: Mesh, rules: Rules, *, batch_axis: int = 1,
@@ -47,7 +22,7 @@ def compile_step(step: Callable, state: Any, mesh: Mesh, rules: Rules, *, batch_
     [B, T] and [B]) split over ("data", "fsdp"). On several processes each passes only its own rows
     (`jaxalign.distributed.batch_rows`). Returns (compiled step, placed state).
     """
-    state_sh = tree_shardings(state, mesh, rules)
+    state_sh = sharding.tree_shardings(state, mesh, rules)
     # A copy, never an alias: the step donates its state, which must not delete the caller's arrays
     # (e.g. the parameters a reference model or a sampler still holds).
     placed = jax.device_put(state, state_sh, may_alias=False)
@@ -62,7 +37,7 @@ def compile_step(step: Callable, state: Any, mesh: Mesh, rules: Rules, *, batch_
     def place(v):
         if isinstance(v, jax.Array) and not v.is_fully_addressable:
             return v  # already a global array (e.g. a previous jitted output)
-        sh = batch_sharding(mesh, rules, np.ndim(v), batch_axis)
+        sh = sharding.batch_sharding(mesh, rules, np.ndim(v), batch_axis)
         if jax.process_count() == 1:
             return jax.device_put(v, sh)
         # Multi-host: `v` holds this process's rows only (see distributed.batch_rows).

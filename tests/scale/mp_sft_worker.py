@@ -50,14 +50,13 @@ def check_helpers(model, mesh_config) -> dict:
 
     from jaxalign import distributed, sharding
     from jaxalign.rl.placement import rollout_mesh
-    from jaxalign.train.run import tree_shardings
 
     train_mesh = sharding.make_mesh(mesh_config)
     host = nnx.state(model)
     glob = jax.tree.map(lambda v, s: jax.make_array_from_callback(v.shape, s, lambda idx: np.asarray(v)[idx]),
-                        host, tree_shardings(host, train_mesh, sharding.TRAIN_RULES))
+                        host, sharding.tree_shardings(host, train_mesh, sharding.TRAIN_RULES))
     mesh = rollout_mesh(None, train_mesh)
-    local = sharding.reshard(glob, tree_shardings(glob, mesh, sharding.ROLLOUT_RULES))
+    local = sharding.reshard(glob, sharding.tree_shardings(glob, mesh, sharding.ROLLOUT_RULES))
     pairs = list(zip(jax.tree.leaves(host), jax.tree.leaves(local), jax.tree.leaves(glob)))
     lo, hi = distributed.batch_rows(train_mesh, sharding.TRAIN_RULES, 8)
     rows = np.arange(24, dtype=np.float32).reshape(8, 3)

@@ -55,6 +55,7 @@ def test_policy_sampler_and_reference_on_their_own_meshes(policy_dir):
         assert p.rollout_mesh.devices.shape == (1, 1, 2)
         assert p.reference_mesh.devices.shape == (1, 4, 1)
         rollout_devices = set(p.rollout_mesh.devices.flat)
+        assert trainer.sampler.mesh == p.rollout_mesh and trainer.sampler.rules == sharding.ROLLOUT_RULES
         assert {dev for x in jax.tree.leaves(trainer.sampler.weights) for dev in x.devices()} <= rollout_devices
         q_ref = trainer.ref_params["layers"]["attn"]["q_proj"].get_value()
         assert q_ref.sharding.mesh == p.reference_mesh and q_ref.sharding.spec[1] == "fsdp"

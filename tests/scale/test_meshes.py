@@ -18,7 +18,7 @@ from jaxalign.rl.step import GRPOLossConfig, make_grpo_step, make_logprob_fn
 from jaxalign.sampling import Sampler, SamplingConfig
 from jaxalign.sft.step import init_train_state, make_sft_step
 from jaxalign.train import OptimConfig, decay_mask, make_optimizer
-from jaxalign.train.run import compile_step, tree_shardings
+from jaxalign.train.run import compile_step
 
 MESHES = [(1, 1, 1), (8, 1, 1), (2, 2, 2), (1, 4, 2)]  # data x fsdp x tensor
 CONFIG = ModelConfig.tiny(vocab_size=64, qk_norm=True, qkv_bias=True, tie_embeddings=False)
@@ -131,24 +131,25 @@ def test_golden_sharding_snapshot(model):
 
 def test_training_weights_reshard_into_the_rollout_layout(model):
     graphdef, params = nnx.split(model)
-    train = jax.device_put(params, tree_shardings(params, mesh_of((2, 2, 2)), sharding.TRAIN_RULES))
+    train = jax.device_put(params, sharding.tree_shardings(params, mesh_of((2, 2, 2)), sharding.TRAIN_RULES))
     want = golden()["rollout"]
     # the same 8 devices as (1, 4, 2), and a separate rollout mesh on devices 4..7 as (1, 2, 2)
     for devices, shape in ((jax.devices(), (1, 4, 2)), (jax.devices()[4:], (1, 2, 2))):
         rollout_mesh = sharding.make_mesh(sharding.MeshConfig(data=shape[0], fsdp=shape[1], tensor=shape[2]), devices)
-        placed = sharding.reshard(train, tree_shardings(train, rollout_mesh, sharding.ROLLOUT_RULES))
+        placed = sharding.reshard(train, sharding.tree_shardings(train, rollout_mesh, sharding.ROLLOUT_RULES))
         for path, var in nnx.to_flat_state(placed):
             x = var.get_value()
             assert x.sharding.mesh == rollout_mesh and x.sharding.spec == want["/".join(map(str, path))]
         got = flat(placed)
         for k, v in flat(params).items():
             np.testing.assert_array_equal(got[k], v)
-    # The sampler on the rollout-layout weights generates exactly what it does on one device.
+    # The sampler on the rollout-layout weights and mesh generates exactly what it does on one device
+    # (where its decode state lives: tests/scale/test_sampler_mesh.py).
     prompts = [[1, 5, 9, 2], [3, 4]]
     greedy = SamplingConfig(temperature=0.0)
     expected = Sampler(model).generate(prompts, greedy, max_new_tokens=6, stop_token_ids=())
-    sampler = Sampler(model)
+    sampler = Sampler(model, mesh=rollout_mesh, rules=sharding.ROLLOUT_RULES)
     sampler.update(placed)
-    assert {d for x in jax.tree.leaves(sampler.weights) for d in x.devices()} <= set(jax.devices()[4:])
+    assert {d for x in jax.tree.leaves(sampler.weights) for d in x.devices()} == set(jax.devices()[4:])
     got = sampler.generate(prompts, greedy, max_new_tokens=6, stop_token_ids=())
     assert [c.tokens for c in got] == [c.tokens for c in expected]
