@@ -132,6 +132,11 @@ def from_dict(cls: type[C], data: Any, *, where: str = "") -> C:
         raise ConfigError(f"{label}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    moved = getattr(cls, "MOVED", {})
+    for name in sorted(set(data) & set(moved)):
+        raise ConfigError(f"{where + '.' if where else ''}{name}: this key moved to `{moved[name]}` "
+                          f"(write it under `{moved[name].rsplit('.', 1)[0]}:` in YAML, or as {moved[name]}=... "
+                          "on the command line)")
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(
@@ -139,6 +144,11 @@ def from_dict(cls: type[C], data: Any, *, where: str = "") -> C:
         )
     kwargs = {}
     for name, value in data.items():
+        default = _default(fields[name])
+        if dataclasses.is_dataclass(default) and isinstance(value, dict):
+            # A section overrides the fields it names on top of its field's default, never the class's
+            # defaults: `run: {save_every: 5}` keeps the trainer's own `run.run_dir`.
+            value = _merged(to_dict(default), value)
         kwargs[name] = _convert(hints[name], value, f"{where}.{name}" if where else name)
     try:
         return cls(**kwargs)
@@ -148,6 +158,23 @@ def from_dict(cls: type[C], data: Any, *, where: str = "") -> C:
         if isinstance(e, ConfigError):
             raise
         raise ConfigError(f"{label}: {e}") from e
+
+
+def _default(field: dataclasses.Field) -> Any:
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return None
+
+
+def _merged(base: dict, update: dict) -> dict:
+    """`base` with `update` applied key by key, recursing where both hold a mapping."""
+    out = dict(base)
+    for key, value in update.items():
+        both = isinstance(out.get(key), dict) and isinstance(value, dict)
+        out[key] = _merged(out[key], value) if both else value
+    return out
 
 
 def to_dict(obj: Any) -> Any:

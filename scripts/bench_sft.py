@@ -40,7 +40,8 @@ def main() -> None:
     from transformers import AutoModelForCausalLM
 
     from jaxalign import models
-    from jaxalign.sft.step import init_train_state, make_sft_step
+    from jaxalign.sft.step import make_sft_step
+    from jaxalign.train.state import init_train_state
 
     path = models.resolve("smollm2-135m-instruct")
     ours = models.load(path)

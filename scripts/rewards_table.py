@@ -52,6 +52,7 @@ def main() -> None:
     from jaxalign.rm.benchmark import gsm8k_response
     from jaxalign.rm.evaluation import pairwise_accuracy
     from jaxalign.rm.trainer import RMConfig, RMDataConfig, load_pairs, train_rm
+    from jaxalign.train.config import RunConfig
     from jaxalign.train.optim import OptimConfig
 
     os.makedirs(args.out, exist_ok=True)
@@ -65,11 +66,11 @@ def main() -> None:
     base = RMConfig(init=ModelConfig.tiny(num_layers=2, hidden_size=64, intermediate_size=128), tokenizer=tok_dir,
                     head_dim=32, data=data, batch_size=16, epochs=100, max_steps=args.steps, eval_batch_size=32,
                     optim=OptimConfig(learning_rate=3e-3, weight_decay=0.0, warmup_fraction=0.05),
-                    save_every=10**6, log_every=50)
+                    run=RunConfig(run_dir="runs/rm", save_every=10**6, log_every=50, export_hf=False))
     results: dict = {"steps": args.steps, "max_len": args.max_len, "kinds": list(kinds)}
     if args.only_smollm2_frozen:
         kept_ids = tiny_kept_ids(base)
-        test = {p.id: p for p in load_pairs(data, base.seed)[1]}
+        test = {p.id: p for p in load_pairs(data, base.run.seed)[1]}
         subset = [test[i] for i in endo_subset(kept_ids, args.endo_pairs)]
         results["smollm2_frozen"] = smollm2_frozen(args, data, subset)
         results["smollm2_frozen"]["tiny_kept_pairs"] = len(kept_ids)
@@ -84,12 +85,13 @@ def main() -> None:
     for kind in ("sentence", "response"):
         run_dir = os.path.join(args.out, kind)
         if not (args.reuse and os.path.exists(os.path.join(run_dir, "eval.json"))):
-            train_rm(dataclasses.replace(base, kind=kind, run_dir=run_dir), resume=False)
+            run = dataclasses.replace(base.run, run_dir=run_dir)
+            train_rm(dataclasses.replace(base, kind=kind, run=run), resume=False)
         with open(os.path.join(run_dir, "eval.json")) as f:
             saved[kind] = json.load(f)
     # END tokens make the sentence model's inputs longer, so fewer of its pairs fit max_len: every
     # method is scored on the pairs both tiny models kept (the sentence model's).
-    test = {p.id: p for p in load_pairs(data, base.seed)[1]}
+    test = {p.id: p for p in load_pairs(data, base.run.seed)[1]}
     kept_ids = [i for i in saved["sentence"]["ids"] if i in set(saved["response"]["ids"])]
     for kind, run in saved.items():
         where = {i: j for j, i in enumerate(run["ids"])}
@@ -164,7 +166,7 @@ def tiny_kept_ids(base) -> list[str]:
 
     tok = toklib.load(base.tokenizer)
     end_id = add_end_token(tok)
-    test = load_pairs(base.data, base.seed)[1]
+    test = load_pairs(base.data, base.run.seed)[1]
     sentence = encode(dataclasses.replace(base, kind="sentence"), test, tok, end_id)
     response = {p.id for p in encode(dataclasses.replace(base, kind="response"), test, tok, None).pairs}
     return [p.id for p in sentence.pairs if p.id in response]
@@ -183,6 +185,7 @@ def smollm2_frozen(args, data, test_pairs) -> dict:
     features; the learning rate is picked on a held-out fifth (by problem) of the train subset."""
     from jaxalign.data import write_jsonl
     from jaxalign.rm.trainer import RMConfig, load_pairs, train_rm
+    from jaxalign.train.config import RunConfig
     from jaxalign.train.optim import OptimConfig
 
     out = os.path.join(args.out, "smollm2_frozen")
@@ -197,7 +200,8 @@ def smollm2_frozen(args, data, test_pairs) -> dict:
         write_jsonl(os.path.join(out, f"{name}.jsonl"), pairs)
     base = RMConfig(model="smollm2-135m-instruct", freeze_backbone=True, cache_features=True,
                     features_dir=os.path.join(out, "features"), head_dim=256, batch_size=16, epochs=args.frozen_epochs,
-                    eval_batch_size=64, save_every=10**6, log_every=100,
+                    eval_batch_size=64,
+                    run=RunConfig(run_dir="runs/rm", save_every=10**6, log_every=100, export_hf=False),
                     data=dataclasses.replace(frozen_data, max_train_pairs=0, max_test_pairs=0))
     result: dict = {"train_pairs": len(train), "fit_pairs": len(files["fit"]), "holdout_pairs": len(files["holdout"]),
                     "epochs": args.frozen_epochs}
@@ -206,7 +210,7 @@ def smollm2_frozen(args, data, test_pairs) -> dict:
         if args.reuse and os.path.exists(os.path.join(run_dir, "eval.json")):
             with open(os.path.join(run_dir, "eval.json")) as f:
                 return json.load(f)
-        cfg = dataclasses.replace(base, kind=kind, run_dir=run_dir,
+        cfg = dataclasses.replace(base, kind=kind, run=dataclasses.replace(base.run, run_dir=run_dir),
                                   optim=OptimConfig(learning_rate=lr, weight_decay=0.0, warmup_fraction=0.05),
                                   data=dataclasses.replace(base.data, train=os.path.join(out, train_file),
                                                            test=os.path.join(out, test_file)))

@@ -53,7 +53,7 @@ def one_line_error(capsys, argv, *needles):
 
 
 def sft(files, *overrides):
-    return ["sft", SFT_CFG, f"run_dir={files / 'runs' / 'sft'}", *overrides]
+    return ["sft", SFT_CFG, f"run.run_dir={files / 'runs' / 'sft'}", *overrides]
 
 
 @pytest.mark.parametrize("overrides, needles", [
@@ -63,13 +63,13 @@ def sft(files, *overrides):
     (["data.trajectories={d}/dense.jsonl", "model={d}/small-vocab", "tokenizer={d}/tok"],
      ["the tokenizer has", "embeds only 64"]),
     (["data.trajectories={d}/dense.jsonl", "data.min_tool_calls=9"], ["has >= 9 tool calls"]),
-    (["save_every=0"], ["save_every: must be > 0, got 0"]),
-    (["log_every=0"], ["log_every: must be > 0, got 0"]),
+    (["run.save_every=0"], ["save_every: must be > 0, got 0"]),
+    (["run.log_every=0"], ["log_every: must be > 0, got 0"]),
     (["data.seq_len=0"], ["data.seq_len: must be > 0, got 0"]),
     (["max_steps=-1"], ["max_steps: must be >= 0, got -1"]),
     (["batch_size=0"], ["batch_size: must be > 0, got 0"]),
     (["optim.learning_rate=-1"], ["optim.learning_rate: must be > 0"]),
-    (["run_dir={d}/a-file"], ["is a file, not a directory"]),
+    (["run.run_dir={d}/a-file"], ["is a file, not a directory"]),
 ])
 def test_sft_mistakes(files, capsys, monkeypatch, overrides, needles):
     monkeypatch.chdir(files)  # the config's relative data path, as on a fresh checkout
@@ -98,7 +98,7 @@ def test_other_commands(files, capsys, monkeypatch, argv, needles):
 def test_preference_pair_with_an_empty_side_is_refused_naming_the_row(files, capsys, monkeypatch):
     monkeypatch.chdir(files)
     run = files / "runs" / "rm"
-    one_line_error(capsys, ["rm", "train", RM_CFG, f"run_dir={run}", f"data.train={files}/pairs-empty-side.jsonl",
+    one_line_error(capsys, ["rm", "train", RM_CFG, f"run.run_dir={run}", f"data.train={files}/pairs-empty-side.jsonl",
                             f"data.test={files}/pairs-empty-side.jsonl"],
                    "pairs-empty-side.jsonl: row 2: field 'rejected'")
     assert not run.exists()

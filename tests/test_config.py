@@ -11,8 +11,8 @@ from jaxalign.config import ConfigError
 from jaxalign.demo import DemoConfig
 from jaxalign.eval.run import EvalRunConfig
 from jaxalign.models import ModelConfig
-from jaxalign.rm.trainer import RMConfig
 from jaxalign.rl.config import GRPOConfig
+from jaxalign.rm.trainer import RMConfig
 from jaxalign.sft.trainer import SFTConfig
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -79,3 +79,27 @@ def test_exponent_floats_without_a_dot_are_numbers():
     assert config.from_dict(DemoConfig, config.apply_overrides({}, ["rl_lr=3e-4"])).rl_lr == 3e-4
     with pytest.raises(ConfigError, match="rl_lr: expected a number, got 'fast'"):
         config.from_dict(DemoConfig, {"rl_lr": "fast"})
+
+
+def test_a_flat_run_key_names_its_new_place(tmp_path):
+    from jaxalign.sft.trainer import SFTConfig as Sft
+
+    path = tmp_path / "old.yaml"
+    path.write_text("init: {}\nsave_every: 5\n")
+    with pytest.raises(ConfigError, match=r"save_every: this key moved to `run.save_every` \(write it under `run:`"):
+        config.load(Sft, path)
+    with pytest.raises(ConfigError, match="run_dir: this key moved to `run.run_dir`"):
+        config.load(GRPOConfig, None, ["model=m", "run_dir=x"])
+    with pytest.raises(ConfigError, match="seed: this key moved to `run.seed`"):
+        config.load(RMConfig, None, ["init={}", "seed=1"])
+
+
+def test_a_section_overrides_only_the_fields_it_names():
+    # `run:` keeps the trainer's own defaults for what it does not name (not RunConfig's class defaults)
+    sft = config.load(SFTConfig, None, ["model=m", "run.save_every=5"])
+    assert sft.run.save_every == 5 and sft.run.run_dir == "runs/sft" and sft.run.keep_checkpoints == 3
+    grpo = config.load(GRPOConfig, None, ["model=m", "run.seed=3", "rollout.max_response_tokens=9"])
+    assert grpo.run.run_dir == "runs/grpo" and grpo.run.log_every == 1 and grpo.run.seed == 3
+    assert grpo.rollout.sampling.temperature == GRPOConfig(model="m").rollout.sampling.temperature == 1.0
+    rm = config.load(RMConfig, None, ["model=m", "run.log_every=2"])
+    assert rm.run.run_dir == "runs/rm" and rm.run.save_every == 200 and not rm.run.export_hf

@@ -47,8 +47,8 @@ def run_eval(args) -> int:
     if args.output:
         check_output(args.output, "--output")
     config, rm, tok, end_id = load_trained(args.run_dir)
-    pairs = read_jsonl(args.pairs, "preferences") if args.pairs else load_pairs(config.data, config.seed)[1]
-    pairs = _subset(list(pairs), args.max_pairs, config.seed + 1)
+    pairs = read_jsonl(args.pairs, "preferences") if args.pairs else load_pairs(config.data, config.run.seed)[1]
+    pairs = _subset(list(pairs), args.max_pairs, config.run.seed + 1)
     result = evaluate_model(config, rm, tok, end_id, pairs)
     result.pop("scores")
     text = json.dumps(result, indent=2)

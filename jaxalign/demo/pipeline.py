@@ -27,6 +27,7 @@ from jaxalign.rollout.types import RolloutConfig
 from jaxalign.sampling.functional import SamplingConfig
 from jaxalign.sft.trainer import SFTConfig, SFTDataConfig, train_sft
 from jaxalign.tools import PythonSandbox
+from jaxalign.train.config import RunConfig
 from jaxalign.train.optim import OptimConfig
 
 log = logging.getLogger(__name__)
@@ -84,9 +85,9 @@ def cold_start(cfg: DemoConfig, style: str, path: str, tok) -> dict:
     sft = SFTConfig(init=model_cfg, tokenizer=os.path.join(cfg.run_dir, "tokenizer"),
                     data=SFTDataConfig(trajectories=path, seq_len=cfg.sft_seq_len),
                     optim=OptimConfig(learning_rate=cfg.sft_lr, warmup_fraction=0.06, weight_decay=0.0),
-                    batch_size=cfg.sft_batch_size, epochs=cfg.sft_epochs, seed=cfg.seed,
-                    run_dir=os.path.join(cfg.run_dir, f"sft-{style}"), save_every=10_000, log_every=20,
-                    mesh=ONE_DEVICE)
+                    batch_size=cfg.sft_batch_size, epochs=cfg.sft_epochs,
+                    run=RunConfig(run_dir=os.path.join(cfg.run_dir, f"sft-{style}"), seed=cfg.seed, save_every=10_000,
+                                  log_every=20, mesh=ONE_DEVICE))
     summary = train_sft(sft, resume=False)
     summary.pop("model")
     return summary
@@ -102,9 +103,9 @@ def reinforce(cfg: DemoConfig, style: str, sft_dir: str) -> dict:
                               sampling=SamplingConfig(temperature=cfg.rl_temperature)),
         loss=GRPOLossConfig(), optim=OptimConfig(learning_rate=cfg.rl_lr, warmup_fraction=0.0, schedule="constant",
                                                  weight_decay=0.0),
-        eval=EvalConfig(k=cfg.eval_k, batch_size=128, seed=cfg.seed + 7), run_dir=os.path.join(cfg.run_dir,
-                                                                                              f"grpo-{style}"),
-        save_every=max(cfg.rl_steps, 1), save_trajectories_every=5, seed=cfg.seed, mesh=ONE_DEVICE)
+        eval=EvalConfig(k=cfg.eval_k, batch_size=128, seed=cfg.seed + 7), save_trajectories_every=5,
+        run=RunConfig(run_dir=os.path.join(cfg.run_dir, f"grpo-{style}"), seed=cfg.seed,
+                      save_every=max(cfg.rl_steps, 1), log_every=1, keep_checkpoints=2, mesh=ONE_DEVICE))
     trainer = GRPOTrainer(grpo)
     try:
         before = trainer.evaluate()
@@ -113,9 +114,9 @@ def reinforce(cfg: DemoConfig, style: str, sft_dir: str) -> dict:
     finally:
         trainer.close()
     for name, result in (("eval_before", before), ("eval_after", after)):
-        with open(os.path.join(grpo.run_dir, f"{name}.json"), "w") as f:
+        with open(os.path.join(grpo.run.run_dir, f"{name}.json"), "w") as f:
             json.dump(result, f, indent=2)
-    return {"before": before, "after": after, "history": history, "run_dir": grpo.run_dir}
+    return {"before": before, "after": after, "history": history, "run_dir": grpo.run.run_dir}
 
 
 def run_demo(cfg: DemoConfig = DemoConfig()) -> dict:

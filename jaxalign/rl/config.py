@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import ClassVar, Literal
 
 from jaxalign import sharding
 from jaxalign.config import non_negative, positive, require
 from jaxalign.data.synthesis import SYSTEM_PROMPT
 from jaxalign.data.tasks import TaskConfig
-from jaxalign.distributed import DistributedConfig
 from jaxalign.eval.evaluate import EvalConfig
 from jaxalign.rl.step import GRPOLossConfig
 from jaxalign.rollout.types import RolloutConfig
 from jaxalign.sampling.functional import SamplingConfig
+from jaxalign.train.config import MOVED_TO_RUN, RunConfig
 from jaxalign.train.optim import OptimConfig
 
 
@@ -99,32 +99,24 @@ class GRPOConfig:
     """Evaluate on the held-out problems every this many steps (0: only at the end)."""
     sandbox_timeout_s: float = 5.0
     sandbox_workers: int = 4
-    run_dir: str = "runs/grpo"
-    save_every: int = 20
-    keep_checkpoints: int = 2
-    log_every: int = 1
-    export_hf: bool = True
-    """Write the final policy as a Hugging Face directory to run_dir/hf (for `jaxalign eval`, `chat`)."""
     save_trajectories_every: int = 5
     """Write a sample of trajectories (for `jaxalign view`) every this many steps."""
-    seed: int = 0
-    mesh: sharding.MeshConfig = sharding.MeshConfig()
-    """Policy training mesh over all devices of all hosts (rules: sharding.TRAIN_RULES)."""
+    run: RunConfig = RunConfig(run_dir="runs/grpo", save_every=20, keep_checkpoints=2, log_every=1)
+    """Run directory, cadences, seed (prompt order, rollout seeds), the policy training mesh (TRAIN_RULES),
+    multi-host start-up, precision, and the final policy's HF export (for `jaxalign eval`, `chat`).
+    Metrics of every step are written; `log_every` is the console cadence."""
     rollout_mesh: sharding.MeshConfig | None = None
     """Sampler mesh over each host's own devices (rules: ROLLOUT_RULES); None: all of them, with the
     training mesh's tensor size. See jaxalign.rl.placement."""
     reference_mesh: sharding.MeshConfig | None = None
     """Mesh of the frozen reference policy (KL penalty only); None: the training mesh."""
-    distributed: DistributedConfig = DistributedConfig()
-    """Multi-host start-up (empty: one process, or the JAXALIGN_* environment variables)."""
-    compute_dtype: Literal["float32", "bfloat16"] = "float32"
-    remat: Literal["none", "full", "dots"] | None = None
-    """Rematerialise each block in the backward pass (None: keep the model config's setting)."""
+
+    MOVED: ClassVar[dict[str, str]] = MOVED_TO_RUN
 
     def __post_init__(self):
         require(self, "model", bool(self.model), "set the starting policy (an SFT run's hf/ directory, a .gguf, ...)")
-        positive(self, "prompts_per_step", "group_size", "mini_batches", "micro_batches", "save_every",
-                 "keep_checkpoints", "log_every", "sandbox_timeout_s", "sandbox_workers")
+        positive(self, "prompts_per_step", "group_size", "mini_batches", "micro_batches", "sandbox_timeout_s",
+                 "sandbox_workers")
         non_negative(self, "max_refill_rounds", "eval_every", "save_trajectories_every")
         require(self, "steps", self.steps > 0 or bool(self.stages), "must be > 0 (or give `stages`)")
         require(self, "group_size", self.group_size >= 2 or self.advantage_std != "unbiased",

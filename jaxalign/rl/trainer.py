@@ -27,18 +27,19 @@ from jaxalign.eval.evaluate import evaluate
 from jaxalign.rewards.dense import with_token_advantages
 from jaxalign.rewards.verify import get_reward
 from jaxalign.rl.batch import trajectory_rows
-from jaxalign.rl.config import GRPOConfig
+from jaxalign.rl.config import GRPOConfig, StageConfig
 from jaxalign.rl.grpo import group_advantages
 from jaxalign.rl.placement import Placement
 from jaxalign.rl.step import make_grpo_step, make_logprob_fn
 from jaxalign.rollout.engine import RolloutEngine
 from jaxalign.rollout.prompts import problem_prompt
 from jaxalign.sampling.sampler import Sampler, bucket
-from jaxalign.sft.step import init_train_state
 from jaxalign.tools.backends import BACKENDS as SANDBOX_BACKENDS
-from jaxalign.train.optim import decay_mask, make_optimizer
+from jaxalign.train.loop import run_loop
+from jaxalign.train.optim import decay_mask, learning_rate_schedule, make_optimizer
 from jaxalign.train.run import compile_step
 from jaxalign.train.rundir import RunDir, check_run_dir
+from jaxalign.train.state import init_train_state
 
 log = logging.getLogger(__name__)
 
@@ -50,27 +51,28 @@ class GRPOTrainer:
         from jaxalign.tools import PythonSandbox
 
         self.config = c = config
-        distributed.initialize(c.distributed)  # before any device is touched
+        distributed.initialize(c.run.distributed)  # before any device is touched
         if c.prompts_per_step % jax.process_count():
             raise ConfigError(f"prompts_per_step={c.prompts_per_step} must split over {jax.process_count()} hosts")
         self.prompts_per_host = c.prompts_per_step // jax.process_count()
         # Inputs are checked before anything starts; the run directory is only taken by `run`.
-        check_run_dir(c.run_dir)
+        check_run_dir(c.run.run_dir)
         self.train_problems, self.eval_problems = load_task(c.task)
         if not self.train_problems:
             raise DataError(f"task ({c.task.source}): no training problems (task.num_train={c.task.num_train})")
         source = c.tokenizer or c.model
         self.tok = tokenizer.load(source)
         tokenizer.require_chat_template(self.tok, source)
-        model = models.load(c.model, dtype="float32", compute_dtype=c.compute_dtype)
+        model = models.load(c.model, dtype="float32", compute_dtype=c.run.compute_dtype)
         tokenizer.check_vocab(self.tok, model.config.vocab_size, source, c.model)
-        if c.remat is not None:
-            model = models.replace_config(model, remat=c.remat)
+        if c.run.remat is not None:
+            model = models.replace_config(model, remat=c.run.remat)
         self.graphdef, params = nnx.split(model)
         self.stages = c.schedule()
         total = sum(s.steps for s in self.stages) * c.mini_batches
         self.optimizer = make_optimizer(c.optim, total, mask=decay_mask(params))
-        self.placement = Placement(c.mesh, c.rollout_mesh, c.reference_mesh)
+        self.schedule = learning_rate_schedule(c.optim, total)
+        self.placement = Placement(c.run.mesh, c.rollout_mesh, c.reference_mesh)
         log.info("GRPO placement: %s", self.placement.describe())
         self.mesh = self.placement.train_mesh
         self.step_fn, self.state = compile_step(make_grpo_step(self.graphdef, self.optimizer, c.loss),
@@ -105,7 +107,7 @@ class GRPOTrainer:
     def _next_problems(self, n: int) -> list[int]:
         out = []
         while len(out) < n:
-            perm = np.random.default_rng([self.config.seed, self.position["epoch"]]).permutation(len(self.pool))
+            perm = np.random.default_rng([self.config.run.seed, self.position["epoch"]]).permutation(len(self.pool))
             while len(out) < n and self.position["cursor"] < len(perm):
                 out.append(self.pool[perm[self.position["cursor"]]])
                 self.position["cursor"] += 1
@@ -172,12 +174,12 @@ class GRPOTrainer:
             })
         return kept_t, kept_a, kept_r, all_r, info
 
-    # ------------------------------------------------------------------ one step
-    def train_step(self, stage, engine: RolloutEngine) -> dict:
+    # ------------------------------------------------------------------ one step: rollout, then update
+    def rollout_phase(self, stage, engine: RolloutEngine, step: int) -> tuple[tuple, dict]:
+        """Step `step`'s rollouts: ((kept trajectories, advantages, rewards), host metrics)."""
         t0 = time.perf_counter()
         engine.timings = dict.fromkeys(engine.timings, 0.0)
-        trajs, advs, kept_rewards, all_rewards, info = self._rollout(engine, self.config.seed * 100003 + self.step)
-        t_rollout = time.perf_counter() - t0
+        trajs, advs, kept_rewards, all_rewards, info = self._rollout(engine, self.config.run.seed * 100003 + step - 1)
         rewards = np.concatenate(all_rewards) if all_rewards else np.zeros(0)
         # Counts over all hosts (each host saw only its own groups).
         tot = distributed.sum_over_processes({"n": rewards.size, "sum": float(rewards.sum()),
@@ -187,22 +189,31 @@ class GRPOTrainer:
         metrics = {"reward": tot["sum"] / tot["n"] if tot["n"] else 0.0,
                    "accuracy": tot["correct"] / tot["n"] if tot["n"] else 0.0, **info}
         metrics["updated"] = float(tot["kept"] > 0)
-        if tot["kept"]:
-            metrics.update(self._update(trajs, advs))
-            self.sampler.update(self.placement.to_rollout(self.state.params))
-        else:  # the step still counts (its prompts and rollout budget are spent), but say so
+        if not tot["kept"]:  # the step still counts (its prompts and rollout budget are spent), but say so
             log.warning("GRPO step %d: all %d groups had equal rewards (no learning signal) after %d refill rounds: "
-                        "no update this step", self.step + 1, info["groups_seen"],
+                        "no update this step", step, info["groups_seen"],
                         self.config.max_refill_rounds if self.config.dynamic_sampling else 0)
         metrics.update({
             "time_generate_s": engine.timings["generate_s"], "time_tools_s": engine.timings["tool_s"],
-            "time_rollout_s": t_rollout, "time_train_s": time.perf_counter() - t0 - t_rollout,
+            "time_rollout_s": time.perf_counter() - t0,
             "sandbox_failures": float(self.sandbox.stats()["sandbox_failures"]),
             # 0 bubblewrap, 1 namespaces, 2 rlimit-only: a run that lost its isolation shows in the curves
             "sandbox_backend": float(SANDBOX_BACKENDS.index(self.sandbox.backend)),
         })
         self._last_trajs = list(zip(trajs, advs, kept_rewards))
-        return metrics
+        return (trajs, advs, bool(tot["kept"])), metrics
+
+    def update_phase(self, state, rollout: tuple) -> tuple:
+        """The loop's step: old log-probs, the mini-batch updates, new weights to the sampler."""
+        t0 = time.perf_counter()
+        trajs, advs, any_kept = rollout
+        self.state = state
+        metrics = {}
+        if any_kept:
+            metrics = self._update(trajs, advs)
+            self.sampler.update(self.placement.to_rollout(self.state.params))
+        metrics["time_train_s"] = time.perf_counter() - t0
+        return self.state, metrics
 
     def _update(self, trajs, advs) -> dict:
         c = self.config
@@ -244,77 +255,38 @@ class GRPOTrainer:
     # ------------------------------------------------------------------ the run
     def run(self, *, resume: bool = True, allow_config_change: bool = False) -> dict:
         """Trains (or resumes) through every stage, holding the run directory (`RunDir`) meanwhile."""
-        with RunDir(self.config.run_dir, self.config, resume=resume, allow_config_change=allow_config_change,
-                    metadata={"sandbox_backend": self.sandbox.backend}):
-            return self._run(resume, allow_config_change)
-
-    def _run(self, resume: bool, allow_config_change: bool) -> dict:
-        from jaxalign.checkpoint import CheckpointManager
-        from jaxalign.runlog import MetricsLogger, Progress, check_finite, format_metrics
-
         c = self.config
-        ckpt = CheckpointManager(os.path.join(c.run_dir, "checkpoints"), keep=c.keep_checkpoints,
-                                 save_every=c.save_every, start_over=not resume)
-        if resume and ckpt.latest_step() is not None:
-            self.step, self.state, extra = ckpt.restore(self.state)
-            self.position, self.solved_all = extra["position"], extra["solved_all"]
-            self.pool = extra["pool"]
-            if extra.get("task_sha256", self.task_digest) != self.task_digest:
-                if not allow_config_change:
-                    raise DataError(f"task ({c.task.source}): the training problems changed since step {self.step}, "
-                                    "so resuming would not be exact; pass --allow-config-change to resume anyway "
-                                    "(the prompt order restarts), or --no-resume to start over")
-                log.warning("the training problems changed since step %d: the prompt order restarts", self.step)
-                self.pool, self.position = list(range(len(self.train_problems))), {"epoch": 0, "cursor": 0}
-            self.sampler.update(self.placement.to_rollout(self.state.params))
-            log.info("resumed GRPO at step %d", self.step)
-        logger = MetricsLogger(c.run_dir)
-        logger.truncate_after(self.step)
-        total = sum(s.steps for s in self.stages)
-        progress = Progress(total, "grpo", initial=self.step)
-        history = []
-        try:
-            done = 0
-            for si, stage in enumerate(self.stages):
-                if self.step >= done + stage.steps:
-                    done += stage.steps
-                    continue
-                if stage.drop_solved and si > 0 and self.step == done:
-                    before = len(self.pool)
-                    self.pool = [i for i in self.pool if not self.solved_all.get(self.train_problems[i].id, False)]
-                    self.pool = self.pool or list(range(len(self.train_problems)))
-                    self.position = {"epoch": 0, "cursor": 0}
-                    log.info("stage %d: dropped %d always-solved prompts", si, before - len(self.pool))
-                engine = self._engine(stage)
-                while self.step < done + stage.steps:
-                    metrics = self.train_step(stage, engine)
-                    self.step += 1
-                    check_finite(metrics, self.step)
-                    metrics["stage"] = si
-                    if c.eval_every and self.step % c.eval_every == 0:
-                        metrics.update({f"eval/{k}": v for k, v in self.evaluate(stage).items()
-                                        if isinstance(v, float)})
-                    logger.log(self.step, metrics, prefix="train")
-                    history.append(metrics)
-                    progress.update(1, reward=f"{metrics['reward']:.3f}")
-                    if self.step % c.log_every == 0:
-                        log.info(format_metrics(self.step, metrics))
-                    if c.save_trajectories_every and self.step % c.save_trajectories_every == 0:
-                        self._save_trajectories()
-                    if ckpt.should_save(self.step) or self.step == total:
-                        ckpt.save(self.step, self.state, {"position": self.position, "solved_all": self.solved_all,
-                                                          "pool": self.pool, "task_sha256": self.task_digest})
-                done += stage.steps
-        finally:
-            ckpt.wait()
-            progress.close()
-            logger.close()
-        out = {"steps": self.step, "history": history}
-        if c.export_hf:
-            policy = self.policy()  # a gather every host takes part in
-            if distributed.is_main():
-                out["hf_dir"] = models.save_hf(policy, os.path.join(c.run_dir, "hf"), tokenizer=self.tok)
+        with RunDir(c.run.run_dir, c, resume=resume, allow_config_change=allow_config_change,
+                    metadata={"sandbox_backend": self.sandbox.backend}):
+            def after_step(step: int, metrics: dict) -> dict:
+                self.step = step
+                out = {}
+                if c.eval_every and step % c.eval_every == 0:
+                    out = {f"eval/{k}": v for k, v in self.evaluate(self._stage_of(step)[1]).items()
+                           if isinstance(v, float)}
+                if c.save_trajectories_every and step % c.save_trajectories_every == 0:
+                    self._save_trajectories()
+                return out
+
+            result = run_loop(c.run, name="grpo", total=sum(s.steps for s in self.stages), state=self.state,
+                              step_fn=self.update_phase, source=_Rollouts(self, allow_config_change), resume=resume,
+                              extra={"task_sha256": self.task_digest}, after_step=after_step, read_every_step=True,
+                              show=("reward",), tokenizer=self.tok,
+                              export=lambda state: nnx.merge(self.graphdef, distributed.to_host(state.params)))
+        self.state, self.step = result.state, result.step
+        out = {"steps": self.step, "history": result.history}
+        if result.hf_dir:
+            out["hf_dir"] = result.hf_dir
         return out
+
+    def _stage_of(self, step: int) -> tuple[int, StageConfig]:
+        """(index, stage) of the 1-based step `step`."""
+        done = 0
+        for si, stage in enumerate(self.stages):
+            if step <= done + stage.steps:
+                return si, stage
+            done += stage.steps
+        return len(self.stages) - 1, self.stages[-1]
 
     def evaluate(self, stage=None, problems=None) -> dict:
         """Held-out evaluation with the current weights (greedy unless eval sampling is set)."""
@@ -325,7 +297,7 @@ class GRPOTrainer:
     def _save_trajectories(self, limit: int = 32) -> None:
         if not distributed.is_main():  # process 0's own rollouts are the sample
             return
-        path = os.path.join(self.config.run_dir, "trajectories", f"step_{self.step:06d}.jsonl")
+        path = os.path.join(self.config.run.run_dir, "trajectories", f"step_{self.step:06d}.jsonl")
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w") as f:
             for t, a, r in self._last_trajs[:limit]:
@@ -341,3 +313,47 @@ class GRPOTrainer:
 
     def close(self) -> None:
         self.sandbox.close()
+
+
+class _Rollouts:
+    """The loop's batch source of a GRPO run: each step's rollout phase, in a resumable prompt order.
+
+    Its position is the prompt order (epoch, cursor over the prompt pool), the pool itself (stages
+    may drop always-solved prompts) and which prompts were solved in every sample.
+    """
+
+    def __init__(self, trainer: GRPOTrainer, allow_config_change: bool):
+        self.t, self.allow_change = trainer, allow_config_change
+        self.stage_index, self.engine = None, None
+
+    def next_batch(self, step: int):
+        t = self.t
+        si, stage = t._stage_of(step)
+        if si != self.stage_index:
+            first = step == 1 + sum(s.steps for s in t.stages[:si])
+            if stage.drop_solved and si > 0 and first:
+                before = len(t.pool)
+                t.pool = [i for i in t.pool if not t.solved_all.get(t.train_problems[i].id, False)]
+                t.pool = t.pool or list(range(len(t.train_problems)))
+                t.position = {"epoch": 0, "cursor": 0}
+                log.info("stage %d: dropped %d always-solved prompts", si, before - len(t.pool))
+            self.stage_index, self.engine = si, t._engine(stage)
+        batch, metrics = t.rollout_phase(stage, self.engine, step)
+        metrics["stage"] = si
+        return batch, metrics
+
+    def position(self) -> dict:
+        return {"position": self.t.position, "solved_all": self.t.solved_all, "pool": self.t.pool}
+
+    def restore(self, saved: dict, step: int) -> None:
+        t, c = self.t, self.t.config
+        t.step, t.position, t.solved_all, t.pool = step, saved["position"], saved["solved_all"], saved["pool"]
+        if saved.get("task_sha256", t.task_digest) != t.task_digest:
+            if not self.allow_change:
+                raise DataError(f"task ({c.task.source}): the training problems changed since step {step}, "
+                                "so resuming would not be exact; pass --allow-config-change to resume anyway "
+                                "(the prompt order restarts), or --no-resume to start over")
+            log.warning("the training problems changed since step %d: the prompt order restarts", step)
+            t.pool, t.position = list(range(len(t.train_problems))), {"epoch": 0, "cursor": 0}
+        t.sampler.update(t.placement.to_rollout(t.state.params))
+        log.info("resumed GRPO at step %d", step)

@@ -35,8 +35,8 @@ import numpy as np
 from flax import nnx
 
 from jaxalign.rewards.endo_scorer import round_up
-from jaxalign.rm.batching import EncodedPairs
 from jaxalign.rewards.sentence.encode import pad_ends, pad_rows
+from jaxalign.rm.batching import EncodedPairs
 
 log = logging.getLogger(__name__)
 
@@ -215,13 +215,13 @@ def backbone_settings(config) -> dict:
     """What the cached features depend on besides the encoded rows: the frozen backbone (by name or
     path: a checkpoint replaced in place under the same path is not detected; clear the cache)."""
     return {"model": config.model, "init": dataclasses.asdict(config.init) if config.init else None,
-            "seed": None if config.model else config.seed, "compute_dtype": config.compute_dtype}
+            "seed": None if config.model else config.run.seed, "compute_dtype": config.run.compute_dtype}
 
 
 def cached_pair_features(config, rm, train_enc: EncodedPairs, test_enc: EncodedPairs, *,
                          pad_id: int = 0) -> tuple[PairFeatures, PairFeatures]:
     """(train, test) features of a run, from the cache in `config.features_dir` (default run_dir/features)."""
-    cache = FeatureCache(config.features_dir or os.path.join(config.run_dir, "features"), config.kind,
+    cache = FeatureCache(config.features_dir or os.path.join(config.run.run_dir, "features"), config.kind,
                          backbone_settings(config))
     kw = {"batch_rows": config.feature_batch_rows, "length_multiple": 32, "ends_multiple": config.data.ends_multiple,
           "pad_id": pad_id}

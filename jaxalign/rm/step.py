@@ -15,10 +15,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
-from flax import nnx, struct
+from flax import nnx
 
 from jaxalign.rewards.sentence.aggregate import bradley_terry_loss
 from jaxalign.rewards.sentence.model import ResponseRewardModel, SentenceRewardModel
+from jaxalign.train.state import TrainState, apply_gradients
 
 
 def _flat(x_P2X: jax.Array) -> jax.Array:
@@ -72,16 +73,6 @@ def pair_loss(scores_fn: Callable[..., dict], model: Any, batch: dict, *,
                               weight_B=batch["pair_weight"])
 
 
-@struct.dataclass
-class RMTrainState:
-    """Trainable parameters, frozen parameters (empty unless the backbone is frozen), optimizer state, step."""
-
-    params: Any
-    frozen: Any
-    opt_state: Any
-    step: jax.Array
-
-
 def split_trainable(model: nnx.Module, freeze_backbone: bool) -> tuple[Any, Any, Any]:
     """(graphdef, trainable state, frozen state): with `freeze_backbone` only the heads train."""
     if freeze_backbone:
@@ -89,28 +80,23 @@ def split_trainable(model: nnx.Module, freeze_backbone: bool) -> tuple[Any, Any,
     return nnx.split(model, nnx.Param, ...)
 
 
-def init_rm_state(params: Any, frozen: Any, optimizer: optax.GradientTransformation) -> RMTrainState:
-    """A fresh RMTrainState (no optimizer state is kept for frozen parameters)."""
-    return RMTrainState(params=params, frozen=frozen, opt_state=optimizer.init(params), step=jnp.zeros((), jnp.int32))
-
-
 def make_rm_step(graphdef, optimizer: optax.GradientTransformation,
-                 loss_fn: Callable[[Any, dict], tuple[jax.Array, dict]]) -> Callable:
+                 loss_fn: Callable[[Any, dict], tuple[jax.Array, dict]],
+                 schedule: optax.Schedule | None = None) -> Callable:
     """Builds the pure step `(state, batch) -> (state, metrics)`; jit it with donation (`compile_step`).
 
     `loss_fn(model, batch) -> (loss, metrics)`, e.g. `functools.partial(pair_loss, sentence_pair_scores)`.
-    Gradients flow to `state.params` only.
+    Gradients flow to `state.params` only (a `TrainState` whose `frozen` holds the rest of the model);
+    `schedule` adds the step's learning rate as the metric `lr`.
     """
 
-    def step(state: RMTrainState, batch: dict) -> tuple[RMTrainState, dict]:
+    def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         def f(p):
             return loss_fn(nnx.merge(graphdef, p, state.frozen), batch)
 
         (loss, metrics), grads = jax.value_and_grad(f, has_aux=True)(state.params)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, **metrics, "grad_norm": optax.tree.norm(grads)}
-        return RMTrainState(params=params, frozen=state.frozen, opt_state=opt_state, step=state.step + 1), metrics
+        new, update = apply_gradients(state, grads, optimizer, schedule)
+        return new, {"loss": loss, **metrics, **update}
 
     return step
 

@@ -1,14 +1,13 @@
-"""Packing rendered examples into fixed-length rows, and a resumable, deterministic batch order."""
+"""Packing rendered examples into fixed-length rows (the order of steps over them: `jaxalign.train.batches`)."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from jaxalign.data.checks import DataError
 from jaxalign.sft.render import RenderedExample
 
 log = logging.getLogger(__name__)
@@ -72,49 +71,6 @@ def pack(examples: Sequence[RenderedExample], seq_len: int, *, pad_id: int = 0, 
             rows.positions[r, at:at + n] = np.arange(n)
             at += n
     return rows
-
-
-@dataclasses.dataclass
-class BatchOrder:
-    """Deterministic epochs of shuffled rows, grouped [accum, batch, T]; resumable by position.
-
-    The permutation of epoch e depends only on (seed, e), so a run restored at (epoch, index)
-    sees exactly the batches an uninterrupted run would have seen.
-    """
-
-    num_rows: int
-    batch_size: int
-    accum: int = 1
-    seed: int = 0
-
-    @property
-    def rows_per_step(self) -> int:
-        return self.batch_size * self.accum
-
-    @property
-    def steps_per_epoch(self) -> int:
-        steps = self.num_rows // self.rows_per_step
-        if steps == 0:
-            raise DataError(f"{self.num_rows} rows cannot fill one step of {self.rows_per_step} rows "
-                             "(batch_size x grad_accum); lower them or add data")
-        return steps
-
-    def permutation(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(self.num_rows)
-
-    def indices(self, epoch: int, index: int) -> np.ndarray:
-        """Row indices [accum, batch] of step `index` of `epoch`."""
-        perm = self.permutation(epoch)
-        chunk = perm[index * self.rows_per_step:(index + 1) * self.rows_per_step]
-        return chunk.reshape(self.accum, self.batch_size)
-
-    def iterate(self, epoch: int = 0, index: int = 0, epochs: int = 1) -> Iterator[tuple[int, int, np.ndarray]]:
-        """Yields (epoch, index, row indices) from a position to the end of `epochs`."""
-        while epoch < epochs:
-            while index < self.steps_per_epoch:
-                yield epoch, index, self.indices(epoch, index)
-                index += 1
-            epoch, index = epoch + 1, 0
 
 
 def batch_from(rows: Rows, indices_AB: np.ndarray) -> dict[str, np.ndarray]:

@@ -9,50 +9,35 @@ the mean over every policy token of the whole step (all micro-batches), exactly 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
-from flax import nnx, struct
+from flax import nnx
 
 from jaxalign.train.logprobs import target_logprobs
-
-
-@struct.dataclass
-class TrainState:
-    """Parameters, optimizer state and the optimizer step count (a pytree)."""
-
-    params: Any
-    opt_state: Any
-    step: jax.Array
-
-
-def init_train_state(params, optimizer: optax.GradientTransformation) -> TrainState:
-    """A fresh TrainState (jit it with out_shardings to place the optimizer state)."""
-    return TrainState(params=params, opt_state=optimizer.init(params), step=jnp.zeros((), jnp.int32))
+from jaxalign.train.state import TrainState, apply_gradients
+from jaxalign.train.targets import to_targets
 
 
 def sft_loss_terms(model, batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
     """(sum of -log p over policy tokens, number of policy tokens) for one micro-batch [B, T].
 
-    Position t predicts token t + 1, so the target mask is loss_mask shifted left by one.
+    `loss_mask` is token-aligned; `jaxalign.train.targets.to_targets` aligns it with the predictions
+    (and drops predictions across a packed-sequence boundary).
     """
     ids = batch["input_ids"]
     attn = batch["attention_mask"]
     logp, _ = target_logprobs(model, ids, attn, batch["positions"], segment_ids_BT=batch.get("segment_ids"))
-    target_mask = jnp.concatenate([batch["loss_mask"][:, 1:], jnp.zeros_like(batch["loss_mask"][:, :1])], axis=1)
-    if "segment_ids" in batch:  # never predict across a packed-sequence boundary
-        seg = batch["segment_ids"]
-        same = jnp.concatenate([seg[:, 1:] == seg[:, :-1], jnp.zeros_like(seg[:, :1], bool)], axis=1)
-        target_mask = target_mask * same
-    target_mask = target_mask.astype(jnp.float32)
+    target_mask = to_targets(batch["loss_mask"], batch.get("segment_ids")).astype(jnp.float32)
     return -jnp.sum(logp * target_mask), jnp.sum(target_mask)
 
 
-def make_sft_step(graphdef, optimizer: optax.GradientTransformation,
-                  loss_terms: Callable = sft_loss_terms) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+def make_sft_step(graphdef, optimizer: optax.GradientTransformation, loss_terms: Callable = sft_loss_terms,
+                  schedule: optax.Schedule | None = None) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """Builds the pure train step `(state, batch) -> (state, metrics)`; jit it with donation.
+
+    `schedule` (the optimizer's learning-rate schedule) adds the step's rate as the metric `lr`.
 
     Gradients of the summed loss are accumulated over the leading micro-batch axis with
     `lax.scan` and divided by the total number of policy tokens at the end.
@@ -78,10 +63,8 @@ def make_sft_step(graphdef, optimizer: optax.GradientTransformation,
         (total, count, grads), _ = jax.lax.scan(body, init, batch)
         denom = jnp.maximum(count, 1.0)
         grads = jax.tree.map(lambda g: g / denom, grads)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": total / denom, "grad_norm": optax.tree.norm(grads), "policy_tokens": count,
-                   "param_norm": optax.tree.norm(params)}
-        return TrainState(params=params, opt_state=opt_state, step=state.step + 1), metrics
+        new, update = apply_gradients(state, grads, optimizer, schedule)
+        metrics = {"loss": total / denom, **update, "policy_tokens": count, "param_norm": optax.tree.norm(new.params)}
+        return new, metrics
 
     return step

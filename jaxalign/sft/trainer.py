@@ -5,24 +5,25 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import time
-from typing import Literal
+from typing import ClassVar, Literal
 
-import jax
 import numpy as np
 from flax import nnx
 
 from jaxalign import distributed, models, sharding, tokenizer
 from jaxalign.config import non_negative, positive, require
 from jaxalign.data.checks import DataError
-from jaxalign.distributed import DistributedConfig
 from jaxalign.models import ModelConfig
-from jaxalign.sft.batching import BatchOrder, batch_from, pack
+from jaxalign.sft.batching import batch_from, pack
 from jaxalign.sft.render import render_messages
-from jaxalign.sft.step import init_train_state, make_sft_step
-from jaxalign.train.optim import OptimConfig, decay_mask, make_optimizer
+from jaxalign.sft.step import make_sft_step
+from jaxalign.train.batches import BatchOrder, OrderedBatches
+from jaxalign.train.config import MOVED_TO_RUN, RunConfig
+from jaxalign.train.loop import run_loop
+from jaxalign.train.optim import OptimConfig, decay_mask, learning_rate_schedule, make_optimizer
 from jaxalign.train.run import compile_step
 from jaxalign.train.rundir import RunDir, check_run_dir
+from jaxalign.train.state import init_train_state
 
 log = logging.getLogger(__name__)
 
@@ -69,28 +70,15 @@ class SFTConfig:
     epochs: int = 6
     max_steps: int = 0
     """Stop after this many steps (0: run all epochs)."""
-    seed: int = 0
-    """Model init and data order."""
-    run_dir: str = "runs/sft"
-    save_every: int = 100
-    """Checkpoint cadence in steps (also saved at the end)."""
-    keep_checkpoints: int = 3
-    log_every: int = 10
-    mesh: sharding.MeshConfig = sharding.MeshConfig()
-    """Training mesh over all devices of all hosts (rules: sharding.TRAIN_RULES)."""
-    distributed: DistributedConfig = DistributedConfig()
-    """Multi-host start-up (empty: one process, or the JAXALIGN_* environment variables)."""
-    compute_dtype: Literal["float32", "bfloat16"] = "float32"
-    """Activation dtype (parameters and optimizer state stay float32)."""
-    remat: Literal["none", "full", "dots"] | None = None
-    """Rematerialise each block in the backward pass (None: keep the model config's setting)."""
-    export_hf: bool = True
-    """Write the final model as a Hugging Face directory to run_dir/hf."""
+    run: RunConfig = RunConfig(run_dir="runs/sft", save_every=100, keep_checkpoints=3, log_every=10)
+    """Run directory, cadences, seed (model init and data order), mesh, precision, export."""
+
+    MOVED: ClassVar[dict[str, str]] = MOVED_TO_RUN
 
     def __post_init__(self):
         require(self, "model", bool(self.model) or self.init is not None,
                 "set `model` (a checkpoint) or `init` (a ModelConfig to train from scratch)")
-        positive(self, "batch_size", "grad_accum", "epochs", "save_every", "keep_checkpoints", "log_every")
+        positive(self, "batch_size", "grad_accum", "epochs")
         non_negative(self, "max_steps")
 
 
@@ -142,22 +130,23 @@ def train_sft(config: SFTConfig, *, resume: bool = True, allow_config_change: bo
     the run directory is touched; then the run holds its directory (`RunDir`: a lock, the config
     history, and on resume a refusal of changes that break exactness unless `allow_config_change`).
     """
-    distributed.initialize(config.distributed)  # before any device is touched
-    check_run_dir(config.run_dir)
+    run = config.run
+    distributed.initialize(run.distributed)  # before any device is touched
+    check_run_dir(run.run_dir)
     chosen = read_trajectories(config.data)
     source = config.tokenizer or config.model
     tok = tokenizer.load(source)
     tokenizer.require_chat_template(tok, source)
-    model = load_policy(config.model, config.init, config.compute_dtype, config.seed)
+    model = load_policy(config.model, config.init, run.compute_dtype, run.seed)
     tokenizer.check_vocab(tok, model.config.vocab_size, source, config.model or "init")
-    if config.remat is not None:
-        model = models.replace_config(model, remat=config.remat)
+    if run.remat is not None:
+        model = models.replace_config(model, remat=run.remat)
     rows, data_stats = prepare_rows(config, tok, chosen)
-    order = BatchOrder(len(rows), config.batch_size, config.grad_accum, config.seed)
+    order = BatchOrder(len(rows), config.batch_size, config.grad_accum, run.seed)
     # What the data position means: a resumed run must see the same rows in the same order.
     layout = {"rows": len(rows), "steps_per_epoch": order.steps_per_epoch,  # fails here if rows < one step
               "data_sha256": file_digest(config.data.trajectories)}
-    with RunDir(config.run_dir, config, resume=resume, allow_config_change=allow_config_change):
+    with RunDir(run.run_dir, config, resume=resume, allow_config_change=allow_config_change):
         return _run(config, tok, model, rows, order, data_stats, layout, resume, allow_config_change)
 
 
@@ -174,77 +163,27 @@ def file_digest(path: str) -> str:
 
 def _run(config: SFTConfig, tok, model, rows, order: BatchOrder, data_stats: dict, layout: dict, resume: bool,
          allow_config_change: bool):
-    from jaxalign.checkpoint import CheckpointManager
-    from jaxalign.runlog import MetricsLogger, Progress, check_finite, format_metrics
-
+    run = config.run
     total = config.epochs * order.steps_per_epoch
     if config.max_steps:
         total = min(total, config.max_steps)
     graphdef, params = nnx.split(model)
     optimizer = make_optimizer(config.optim, total, mask=decay_mask(params))
-    mesh = sharding.make_mesh(config.mesh)
-    step_fn, state = compile_step(make_sft_step(graphdef, optimizer), init_train_state(params, optimizer), mesh,
-                                  sharding.TRAIN_RULES)
+    schedule = learning_rate_schedule(config.optim, total)
+    mesh = sharding.make_mesh(run.mesh)
+    step_fn, state = compile_step(make_sft_step(graphdef, optimizer, schedule=schedule),
+                                  init_train_state(params, optimizer), mesh, sharding.TRAIN_RULES)
     # Every host renders the same rows (cheap, deterministic) but materialises only its own slice.
     lo, hi = distributed.batch_rows(mesh, sharding.TRAIN_RULES, config.batch_size)
-    ckpt = CheckpointManager(os.path.join(config.run_dir, "checkpoints"), keep=config.keep_checkpoints,
-                             save_every=config.save_every, start_over=not resume)
-    start_epoch = start_index = 0
-    if resume and ckpt.latest_step() is not None:
-        step0, state, extra = ckpt.restore(state)
-        start_epoch, start_index = extra["epoch"], extra["index"]
-        if extra.get("layout", layout) != layout:
-            change = f"the training rows changed since step {step0} ({extra['layout']} -> {layout})"
-            if not allow_config_change:
-                raise DataError(f"{config.data.trajectories}: {change}, so resuming would not be exact; pass "
-                                "--allow-config-change to resume anyway, or --no-resume to start over")
-            log.warning("%s: epoch %d restarts from its first batch", change, start_epoch)
-            start_index = 0
-        log.info("resumed from step %d (epoch %d, batch %d)", step0, start_epoch, start_index)
-    start = int(state.step)
-    logger = MetricsLogger(config.run_dir)
-    logger.truncate_after(start)
-    progress = Progress(total, "sft", initial=start)
-    metrics = {}
-    t0 = time.perf_counter()
-    try:
-        for epoch, index, idx in order.iterate(start_epoch, start_index, config.epochs):
-            step = int(state.step)
-            if step >= total:
-                break
-            batch = batch_from(rows, idx[:, lo:hi])
-            state, metrics = step_fn(state, batch)
-            step += 1
-            tokens = int(batch["attention_mask"].sum())
-            progress.update(1, tokens=tokens)
-            due_log = step % config.log_every == 0 or step == total
-            due_save = ckpt.should_save(step) or step == total
-            if due_log or due_save:
-                host = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                check_finite(host, step)  # never checkpoint a NaN state
-                host["lr"] = float(optimizer_lr(config, total, step))
-                host["epoch"] = epoch + (index + 1) / order.steps_per_epoch
-                logger.log(step, host, prefix="train")
-                if due_log:
-                    log.info(format_metrics(step, host))
-            if due_save:
-                nxt = (epoch, index + 1) if index + 1 < order.steps_per_epoch else (epoch + 1, 0)
-                ckpt.save(step, state, {"epoch": nxt[0], "index": nxt[1], "data": data_stats, "layout": layout})
-    finally:
-        ckpt.wait()
-        progress.close()
-        logger.close()
-    summary = {"steps": int(state.step), "seconds": time.perf_counter() - t0, **data_stats,
-               "final_loss": float(jax.device_get(metrics.get("loss", np.nan))) if metrics else None,
-               "run_dir": config.run_dir}
-    final = nnx.merge(graphdef, distributed.to_host(state.params))
-    if config.export_hf and distributed.is_main():
-        summary["hf_dir"] = models.save_hf(final, os.path.join(config.run_dir, "hf"), tokenizer=tok)
-    summary["model"] = final
+    source = OrderedBatches(order, config.epochs, lambda idx: batch_from(rows, idx[:, lo:hi]), layout=layout,
+                            what=config.data.trajectories, allow_change=allow_config_change,
+                            tokens=lambda batch: int(batch["attention_mask"].sum()))
+    result = run_loop(run, name="sft", total=total, state=state, step_fn=step_fn, source=source, resume=resume,
+                      extra={"data": data_stats}, tokenizer=tok,
+                      export=lambda s: nnx.merge(graphdef, distributed.to_host(s.params)))
+    summary = {"steps": result.step, "seconds": result.seconds, **data_stats,
+               "final_loss": result.metrics.get("loss"), "run_dir": run.run_dir}
+    if result.hf_dir:
+        summary["hf_dir"] = result.hf_dir
+    summary["model"] = nnx.merge(graphdef, distributed.to_host(result.state.params))
     return summary
-
-
-def optimizer_lr(config: SFTConfig, total: int, step: int) -> float:
-    from jaxalign.train.optim import learning_rate_schedule
-
-    return learning_rate_schedule(config.optim, total)(step - 1)

@@ -77,7 +77,7 @@ def _tree_bytes(tree: Any, mesh_shape, rules) -> int:
 
 def abstract_state(config: ModelConfig, optim: OptimConfig = OptimConfig()):
     """(graphdef, abstract TrainState, optimizer): shapes only, nothing allocated."""
-    from jaxalign.sft.step import init_train_state
+    from jaxalign.train.state import init_train_state
 
     graphdef, params = nnx.split(models.abstract_model(config))
     optimizer = make_optimizer(optim, 1000, mask=decay_mask(params))

@@ -46,14 +46,14 @@ INFO_FILE = "run_info.json"
 
 SAFE_TO_CHANGE = frozenset({
     # where and how often things are written, not what is computed (a run directory may be moved)
-    "run_dir",
-    "save_every", "keep_checkpoints", "log_every", "export_hf", "save_trajectories_every", "eval_every",
+    "run.run_dir", "run.save_every", "run.keep_checkpoints", "run.log_every", "run.export_hf",
+    "save_trajectories_every", "eval_every",
     # placement: checkpoints restore onto any mesh; remat recomputes the same values
-    "mesh", "rollout_mesh", "reference_mesh", "distributed", "remat",
+    "run.mesh", "run.distributed", "run.remat", "rollout_mesh", "reference_mesh",
     # evaluation and throughput knobs that never feed the training updates
     "eval", "eval_batch_size", "sandbox_workers", "features_dir", "feature_batch_rows",
 })
-"""Top-level config fields whose change keeps a resumed run exact (everything else is compared)."""
+"""Config fields (key paths) whose change keeps a resumed run exact (everything else is compared)."""
 
 
 def check_run_dir(path: str) -> None:
@@ -90,7 +90,11 @@ def config_changes(saved: Any, current: Any, prefix: str = "") -> list[str]:
 
 def exactness_changes(saved: dict, current: dict) -> list[str]:
     """The differing fields of `config_changes` that break an exact resume (not in SAFE_TO_CHANGE)."""
-    return [p for p in config_changes(saved, current) if p.split(".")[0] not in SAFE_TO_CHANGE]
+    def safe(path: str) -> bool:
+        parts = path.split(".")
+        return any(".".join(parts[:n]) in SAFE_TO_CHANGE for n in range(1, len(parts) + 1))
+
+    return [p for p in config_changes(saved, current) if not safe(p)]
 
 
 class RunDir:

@@ -11,13 +11,13 @@ from jaxalign.models import ModelConfig, default_positions, init_model
 from jaxalign.rewards.sentence.aggregate import aggregate
 from jaxalign.rewards.sentence.model import ResponseRewardModel, SentenceRewardModel
 from jaxalign.rm.step import (
-    init_rm_state,
     make_rm_step,
     pair_loss,
     response_pair_scores,
     sentence_pair_scores,
     split_trainable,
 )
+from jaxalign.train.state import init_train_state
 
 
 def sentence_model(m=8):
@@ -87,7 +87,7 @@ def run_steps(model, scores_fn, batch, freeze, steps=15):
     graphdef, params, frozen = split_trainable(model, freeze)
     opt = optax.adam(1e-2)
     step = jax.jit(make_rm_step(graphdef, opt, functools.partial(pair_loss, scores_fn)))
-    state = init_rm_state(params, frozen, opt)
+    state = init_train_state(params, opt, frozen)
     losses = []
     for _ in range(steps):
         state, metrics = step(state, batch)

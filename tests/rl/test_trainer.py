@@ -15,6 +15,7 @@ from jaxalign.rl.trainer import GRPOTrainer
 from jaxalign.rollout import RolloutConfig
 from jaxalign.sampling import SamplingConfig
 from jaxalign.train import OptimConfig
+from tests.configs import build
 
 # Reward 1 when the response contains the answer ("7" for every prompt): trivially learnable, the
 # policy only has to raise the probability of one token.
@@ -45,7 +46,7 @@ def config(d, run, **kw):
                 eval=EvalConfig(k=4), run_dir=str(d / run), save_every=1000, save_trajectories_every=0,
                 max_refill_rounds=0, mesh=sharding.MeshConfig(data=1, fsdp=1, tensor=1))
     base.update(kw)
-    return GRPOConfig(**base)
+    return build(GRPOConfig, **base)
 
 
 def test_reward_rises_on_a_learnable_task(policy_dir):

@@ -31,7 +31,7 @@ def main() -> None:
     base = cfglib.from_dict(GRPOConfig, spec["config"])
     dist = DistributedConfig(coordinator_address=f"127.0.0.1:{spec['port']}", num_processes=2,
                              process_id=process_id, initialization_timeout_s=900)
-    trainer = GRPOTrainer(dataclasses.replace(base, distributed=dist))
+    trainer = GRPOTrainer(dataclasses.replace(base, run=dataclasses.replace(base.run, distributed=dist)))
     try:
         history = trainer.run(resume=False)["history"]
         model = trainer.policy()  # a gather both hosts take part in

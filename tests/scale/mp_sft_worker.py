@@ -29,7 +29,7 @@ def main() -> None:
     base = cfglib.from_dict(SFTConfig, spec["config"])
     dist = DistributedConfig(coordinator_address=f"127.0.0.1:{spec['port']}", num_processes=2,
                              process_id=process_id, initialization_timeout_s=900)
-    summary = train_sft(dataclasses.replace(base, distributed=dist))
+    summary = train_sft(dataclasses.replace(base, run=dataclasses.replace(base.run, distributed=dist)))
     import jax
     import numpy as np
 
@@ -38,7 +38,7 @@ def main() -> None:
         flat = {"/".join(map(str, p)): np.asarray(v.get_value()) for p, v in nnx.to_flat_state(state)}
         np.savez(spec["out"], **flat)
     with open(f"{spec['out']}.{jax.process_index()}.json", "w") as f:
-        json.dump(check_helpers(summary["model"], base.mesh), f)
+        json.dump(check_helpers(summary["model"], base.run.mesh), f)
     print(f"process {jax.process_index()} of {jax.process_count()}: {summary['steps']} steps, "
           f"{jax.local_device_count()}/{jax.device_count()} devices", flush=True)
 

@@ -9,7 +9,7 @@ from flax import nnx
 from jaxalign import models
 from jaxalign.models import ModelConfig
 from jaxalign.rl.step import GRPOLossConfig, make_grpo_step
-from jaxalign.sft.step import init_train_state
+from jaxalign.train.state import init_train_state
 
 
 def batch(rows=8, t=12, seed=0):

@@ -16,6 +16,7 @@ from jaxalign.rl.trainer import GRPOTrainer
 from jaxalign.rollout import RolloutConfig
 from jaxalign.sampling import SamplingConfig
 from jaxalign.train import OptimConfig
+from tests.configs import build
 
 register_reward("scale_says_7", lambda text, answer: float(answer in text))
 
@@ -35,7 +36,8 @@ def policy_dir(tmp_path_factory):
 
 def test_policy_sampler_and_reference_on_their_own_meshes(policy_dir):
     d = policy_dir
-    config = GRPOConfig(
+    config = build(
+        GRPOConfig,
         model=str(d / "policy"), task=TaskConfig(source="jsonl", path=str(d / "problems.jsonl"), num_train=16,
                                                  num_eval=4, holdout_fraction=0.2),
         prompts_per_step=4, group_size=4, mini_batches=2, steps=2, reward="scale_says_7", system_prompt="",

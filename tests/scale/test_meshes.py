@@ -16,9 +16,10 @@ from jaxalign import models, sharding
 from jaxalign.models import ModelConfig
 from jaxalign.rl.step import GRPOLossConfig, make_grpo_step, make_logprob_fn
 from jaxalign.sampling import Sampler, SamplingConfig
-from jaxalign.sft.step import init_train_state, make_sft_step
+from jaxalign.sft.step import make_sft_step
 from jaxalign.train import OptimConfig, decay_mask, make_optimizer
 from jaxalign.train.run import compile_step
+from jaxalign.train.state import init_train_state
 
 MESHES = [(1, 1, 1), (8, 1, 1), (2, 2, 2), (1, 4, 2)]  # data x fsdp x tensor
 CONFIG = ModelConfig.tiny(vocab_size=64, qk_norm=True, qkv_bias=True, tie_embeddings=False)

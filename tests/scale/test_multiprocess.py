@@ -20,6 +20,7 @@ from jaxalign.models import ModelConfig
 from jaxalign.sft.trainer import SFTConfig, SFTDataConfig, train_sft
 from jaxalign.tools import PythonSandbox
 from jaxalign.train import OptimConfig
+from tests.configs import build
 
 WORKER = os.path.join(os.path.dirname(__file__), "mp_sft_worker.py")
 GRPO_WORKER = os.path.join(os.path.dirname(__file__), "mp_grpo_worker.py")
@@ -47,8 +48,9 @@ def corpus(tmp_path_factory):
 
 def sft_config(d, run: str) -> SFTConfig:
     tok = tokenizer.load(d / "tok")
-    return SFTConfig(init=ModelConfig.tiny(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_layers=2,
-                                           num_heads=4, num_kv_heads=2),
+    init = ModelConfig.tiny(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
+                            num_kv_heads=2)
+    return build(SFTConfig, init=init,
                      tokenizer=str(d / "tok"),
                      data=SFTDataConfig(trajectories=str(d / "dense.jsonl"), seq_len=384, packing=False),
                      optim=OptimConfig(learning_rate=1e-3, warmup_fraction=0.0, schedule="constant"),
@@ -139,7 +141,8 @@ def test_two_process_grpo_hosts_roll_out_their_own_share(tmp_path):
                    tmp_path / "policy", tokenizer=tok)
     data.write_jsonl(tmp_path / "problems.jsonl", [data.MathProblem(id=f"p{i}", question=f"Say {i % 10}.",
                                                                     answer="7", source="toy") for i in range(20)])
-    config = GRPOConfig(
+    config = build(
+        GRPOConfig,
         model=str(tmp_path / "policy"), task=TaskConfig(source="jsonl", path=str(tmp_path / "problems.jsonl"),
                                                         num_train=16, num_eval=4, holdout_fraction=0.2),
         prompts_per_step=4, group_size=4, mini_batches=2, steps=2, reward="mp_says_7", system_prompt="",

@@ -33,17 +33,17 @@ def test_a_second_trainer_is_refused_while_the_first_keeps_its_records(corpus, m
     def log_then_start_a_second_run(self, step, metrics, prefix="train"):
         log(self, step, metrics, prefix)
         if step == 3 and prefix == "train":  # mid-run, deterministically: the first run holds its directory
-            saved = open(os.path.join(first.run_dir, "config.yaml")).read()
+            saved = open(os.path.join(first.run.run_dir, "config.yaml")).read()
             with pytest.raises(RunDirError, match=f"is in use by pid {os.getpid()}") as info:
                 train_sft(config(d, "shared", epochs=3, max_steps=30, batch_size=1), resume=False)
             refusals.append(str(info.value))
-            assert open(os.path.join(first.run_dir, "config.yaml")).read() == saved
+            assert open(os.path.join(first.run.run_dir, "config.yaml")).read() == saved
 
     monkeypatch.setattr(metrics_module.MetricsLogger, "log", log_then_start_a_second_run)
     summary = train_sft(first, resume=False)
     assert summary["steps"] == 6 and len(refusals) == 1
-    assert [r["step"] for r in read_metrics(first.run_dir)] == [1, 2, 3, 4, 5, 6]  # every line of the first run
-    assert yaml.safe_load(open(os.path.join(first.run_dir, "config.yaml")))["max_steps"] == 6
+    assert [r["step"] for r in read_metrics(first.run.run_dir)] == [1, 2, 3, 4, 5, 6]  # every line of the first run
+    assert yaml.safe_load(open(os.path.join(first.run.run_dir, "config.yaml")))["max_steps"] == 6
     assert sorted(os.listdir(d / "shared" / "checkpoints")) == ["2", "4", "6"]
 
 

@@ -8,8 +8,9 @@ from flax import nnx
 
 from jaxalign import models
 from jaxalign.models import ModelConfig
-from jaxalign.sft import init_train_state, make_sft_step, sft_loss_terms
+from jaxalign.sft import make_sft_step, sft_loss_terms
 from jaxalign.train import OptimConfig, decay_mask, make_optimizer
+from jaxalign.train.state import init_train_state
 
 
 @pytest.fixture(scope="module")

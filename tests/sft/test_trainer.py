@@ -19,11 +19,13 @@ from jaxalign.rollout.formats import MarkdownFormat
 from jaxalign.runlog import read_metrics
 from jaxalign.sampling import Sampler, SamplingConfig
 from jaxalign.sft.render import prompt_messages
-from jaxalign.sft.step import init_train_state, make_sft_step
+from jaxalign.sft.step import make_sft_step
 from jaxalign.sft.trainer import SFTConfig, SFTDataConfig, train_sft
 from jaxalign.tools import PythonSandbox
 from jaxalign.train import OptimConfig
 from jaxalign.train.run import compile_step
+from jaxalign.train.state import init_train_state
+from tests.configs import build
 
 ONE_DEVICE = sharding.MeshConfig(data=1, fsdp=1, tensor=1)
 
@@ -48,7 +50,7 @@ def config(d, run, **kw):
                 optim=OptimConfig(learning_rate=3e-3, warmup_fraction=0.05), batch_size=2, epochs=1,
                 run_dir=str(d / run), save_every=5, log_every=5, mesh=ONE_DEVICE, export_hf=False)
     base.update(kw)
-    return SFTConfig(**base)
+    return build(SFTConfig, **base)
 
 
 def test_overfits_and_then_writes_a_tool_call(corpus):

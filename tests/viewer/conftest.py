@@ -13,6 +13,7 @@ from jaxalign.rl.trainer import GRPOTrainer
 from jaxalign.rollout import RolloutConfig
 from jaxalign.sampling import SamplingConfig
 from jaxalign.train import OptimConfig
+from tests.configs import build
 
 STEPS, PROMPTS, GROUP = 2, 2, 4
 """Every trajectory of every step is saved (no dynamic sampling): STEPS * PROMPTS * GROUP rows."""
@@ -32,7 +33,8 @@ def grpo_run(tmp_path_factory) -> str:
     models.save_hf(model, d / "policy", tokenizer=tok)
     problems = [data.MathProblem(id=f"p{i}", question=f"Say {i}.", answer="7", source="toy") for i in range(12)]
     data.write_jsonl(d / "problems.jsonl", problems)
-    config = GRPOConfig(
+    config = build(
+        GRPOConfig,
         model=str(d / "policy"), task=TaskConfig(source="jsonl", path=str(d / "problems.jsonl"), num_train=8,
                                                  num_eval=4, holdout_fraction=0.25),
         prompts_per_step=PROMPTS, group_size=GROUP, mini_batches=1, steps=STEPS, reward="viewer_even_length",
@@ -47,7 +49,7 @@ def grpo_run(tmp_path_factory) -> str:
         trainer.run(resume=False)
     finally:
         trainer.close()
-    return config.run_dir
+    return config.run.run_dir
 
 
 @pytest.fixture(scope="session")

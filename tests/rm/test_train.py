@@ -21,17 +21,18 @@ from jaxalign.rm.trainer import (
 )
 from jaxalign.runlog import read_metrics
 from jaxalign.train.optim import OptimConfig
+from tests import configs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMALL = ["data.max_train_pairs=24", "data.max_test_pairs=12", "data.max_len=256", "data.length_multiple=256",
          "data.ends_multiple=16", "init.num_layers=1", "init.hidden_size=32", "init.intermediate_size=64",
-         "init.num_heads=2", "init.num_kv_heads=1", "head_dim=8", "batch_size=8", "max_steps=3", "save_every=2",
-         "log_every=1", "eval_batch_size=8"]
+         "init.num_heads=2", "init.num_kv_heads=1", "head_dim=8", "batch_size=8", "max_steps=3", "run.save_every=2",
+         "run.log_every=1", "eval_batch_size=8"]
 
 
 def small_config(tmp_path, kind: str) -> RMConfig:
     return cfglib.load(RMConfig, os.path.join(ROOT, "configs/rm/tiny_cpu.yaml"),
-                       SMALL + [f"kind={kind}", f"run_dir={tmp_path / kind}"])
+                       SMALL + [f"kind={kind}", f"run.run_dir={tmp_path / kind}"])
 
 
 def test_sentence_rm_run_checkpoints_resumes_and_reloads(tmp_path):
@@ -41,16 +42,16 @@ def test_sentence_rm_run_checkpoints_resumes_and_reloads(tmp_path):
     ev = summary["eval"]
     assert 0.0 <= ev["accuracy"] <= 1.0 and ev["n"] == summary["test_pairs"] > 0
     assert "localisation" in ev and set(ev["by_category"]) <= {"result", "operand", "final_answer"}
-    rows = read_metrics(config.run_dir)
+    rows = read_metrics(config.run.run_dir)
     assert [r["step"] for r in rows if "train/loss" in r] == [1, 2, 3]
     assert any("eval/accuracy" in r for r in rows)
     # Resuming a finished run trains no further and evaluates the same weights.
     again = train_rm(config, resume=True)
     assert again["steps"] == 3 and again["eval"]["accuracy"] == ev["accuracy"]
     # The checkpoint reloads into a model that scores the test pairs exactly as at the end of training.
-    loaded_config, rm, tok, end_id = load_trained(config.run_dir)
+    loaded_config, rm, tok, end_id = load_trained(config.run.run_dir)
     assert loaded_config == config
-    with open(os.path.join(config.run_dir, "eval.json")) as f:
+    with open(os.path.join(config.run.run_dir, "eval.json")) as f:
         saved = json.load(f)
     test = {p.id: p for p in load_pairs(config.data, config.seed)[1]}
     result = evaluate_model(config, rm, tok, end_id, [test[i] for i in saved["ids"]])
@@ -59,7 +60,7 @@ def test_sentence_rm_run_checkpoints_resumes_and_reloads(tmp_path):
 
 def test_rm_cli_train_and_eval_with_user_pairs(tmp_path, capsys):
     run_dir = tmp_path / "response"
-    assert main(["rm", "train", os.path.join(ROOT, "configs/rm/tiny_cpu.yaml"), *SMALL, f"run_dir={run_dir}",
+    assert main(["rm", "train", os.path.join(ROOT, "configs/rm/tiny_cpu.yaml"), *SMALL, f"run.run_dir={run_dir}",
                  "--kind", "response", "--no-resume"]) == 0
     out = capsys.readouterr().out
     assert json.loads(out[out.index("{"):])["kind"] == "response"
@@ -90,7 +91,8 @@ def test_tiny_rm_beats_chance_on_the_benchmark_test_split(tmp_path, kind):
     train_problems, _ = split_problems(load_gsm8k(strip_calculator=True), data.test_fraction, data.benchmark_seed)
     tok = toklib.train_sentencepiece([p.question for p in train_problems] + [gsm8k_response(p) for p in train_problems],
                                      str(tmp_path / "tok"), vocab_size=4000, split_digits=False)
-    config = RMConfig(kind=kind, init=ModelConfig.tiny(), tokenizer=tok.name_or_path, head_dim=32, data=data,
+    config = configs.build(RMConfig, kind=kind, init=ModelConfig.tiny(), tokenizer=tok.name_or_path, head_dim=32,
+                           data=data,
                       batch_size=16, epochs=100, max_steps=200, eval_batch_size=32, save_every=10**6, log_every=50,
                       optim=OptimConfig(learning_rate=3e-3, weight_decay=0.0, warmup_fraction=0.05),
                       run_dir=str(tmp_path / kind))

@@ -14,17 +14,19 @@ from jaxalign.rm import features as fx
 from jaxalign.rm.step import split_trainable
 from jaxalign.rm.trainer import RMConfig, build_reward_model, encode, load_pairs, load_trained, train_rm
 from jaxalign.runlog import read_metrics
+from tests import configs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMALL = ["data.max_train_pairs=24", "data.max_test_pairs=12", "data.max_len=256", "data.length_multiple=256",
          "data.ends_multiple=16", "init.num_layers=1", "init.hidden_size=32", "init.intermediate_size=64",
-         "init.num_heads=2", "init.num_kv_heads=1", "head_dim=8", "batch_size=8", "max_steps=4", "save_every=2",
-         "log_every=1", "eval_batch_size=8", "freeze_backbone=true", "optim.learning_rate=3e-2"]
+         "init.num_heads=2", "init.num_kv_heads=1", "head_dim=8", "batch_size=8", "max_steps=4", "run.save_every=2",
+         "run.log_every=1", "eval_batch_size=8", "freeze_backbone=true", "optim.learning_rate=3e-2"]
 
 
 def frozen_config(tmp_path, kind: str, name: str, cache: bool) -> RMConfig:
     return cfglib.load(RMConfig, os.path.join(ROOT, "configs/rm/tiny_cpu.yaml"),
-                       SMALL + [f"kind={kind}", f"run_dir={tmp_path / name}", f"cache_features={str(cache).lower()}"])
+                       SMALL + [f"kind={kind}", f"run.run_dir={tmp_path / name}",
+                                f"cache_features={str(cache).lower()}"])
 
 
 def heads(model):
@@ -45,7 +47,7 @@ EPS_1 = ["optim.eps=1.0", "optim.learning_rate=1.0"]
 def test_cached_features_train_like_the_uncached_frozen_run(tmp_path, kind):
     def run(name, cache):
         config = cfglib.load(RMConfig, os.path.join(ROOT, "configs/rm/tiny_cpu.yaml"),
-                             SMALL + EPS_1 + [f"kind={kind}", f"run_dir={tmp_path / name}",
+                             SMALL + EPS_1 + [f"kind={kind}", f"run.run_dir={tmp_path / name}",
                                               f"cache_features={str(cache).lower()}"])
         return config, train_rm(config, resume=False)
 
@@ -66,7 +68,7 @@ def test_cached_features_train_like_the_uncached_frozen_run(tmp_path, kind):
     # Accuracy may differ only through pairs whose score margin is within the score tolerance.
     with open(os.path.join(plain["run_dir"], "eval.json")) as f:
         s_plain = json.load(f)["scores"]
-    with open(os.path.join(config.run_dir, "eval.json")) as f:
+    with open(os.path.join(config.run.run_dir, "eval.json")) as f:
         s_cached = json.load(f)["scores"]
     for side in ("chosen", "rejected"):
         np.testing.assert_allclose(s_cached[side], s_plain[side], rtol=0, atol=1e-4)
@@ -76,10 +78,10 @@ def test_cached_features_train_like_the_uncached_frozen_run(tmp_path, kind):
         assert cached["eval"]["localisation"] == pytest.approx(plain["eval"]["localisation"], abs=0.05)
     # Heads-only checkpoints reload with the rebuilt frozen backbone and score like the end of training
     # (the scorer runs the backbone: no cache involved).
-    _, rm, tok, end_id = load_trained(config.run_dir)
-    with open(os.path.join(config.run_dir, "eval.json")) as f:
+    _, rm, tok, end_id = load_trained(config.run.run_dir)
+    with open(os.path.join(config.run.run_dir, "eval.json")) as f:
         saved = json.load(f)
-    assert main(["rm", "eval", config.run_dir, "-o", str(tmp_path / "ev.json")]) == 0
+    assert main(["rm", "eval", config.run.run_dir, "-o", str(tmp_path / "ev.json")]) == 0
     again = json.loads((tmp_path / "ev.json").read_text())
     assert again["n"] == len(saved["ids"]) and again["accuracy"] == pytest.approx(saved["eval"]["accuracy"])
     for a, b in zip(heads(rm), heads(cached["model"]), strict=True):
@@ -89,7 +91,7 @@ def test_cached_features_train_like_the_uncached_frozen_run(tmp_path, kind):
 def test_cache_is_reused_and_shared(tmp_path, monkeypatch):
     config = frozen_config(tmp_path, "sentence", "run", cache=True)
     first = train_rm(config, resume=False)
-    files = os.listdir(os.path.join(config.run_dir, "features"))
+    files = os.listdir(os.path.join(config.run.run_dir, "features"))
     assert len(files) == 1 and files[0].endswith(".npz")
 
     def boom(*args, **kwargs):
@@ -101,13 +103,13 @@ def test_cache_is_reused_and_shared(tmp_path, monkeypatch):
     assert resumed["steps"] == 6 and resumed["features"]["train"]["rows"] == 0
     assert resumed["features"]["train"]["reused_rows"] == 2 * resumed["train_pairs"]
     # A fresh run on the same pairs sharing the cache directory trains exactly like the first one.
-    fresh = dataclasses.replace(config, run_dir=str(tmp_path / "fresh"), features_dir=os.path.join(config.run_dir,
+    fresh = configs.replace(config, run_dir=str(tmp_path / "fresh"), features_dir=os.path.join(config.run.run_dir,
                                 "features"))
     second = train_rm(fresh, resume=False)
     assert second["features"]["test"]["rows"] == 0 and second["eval"]["accuracy"] == first["eval"]["accuracy"]
-    assert not os.path.exists(os.path.join(fresh.run_dir, "features"))
+    assert not os.path.exists(os.path.join(fresh.run.run_dir, "features"))
     # Another run on a subset of the same pairs, pointed at the same directory, computes nothing either.
-    sub = dataclasses.replace(config, run_dir=str(tmp_path / "sub"), features_dir=os.path.join(config.run_dir,
+    sub = configs.replace(config, run_dir=str(tmp_path / "sub"), features_dir=os.path.join(config.run.run_dir,
                               "features"), data=dataclasses.replace(config.data, max_train_pairs=16))
     assert train_rm(sub, resume=False)["features"]["train"]["reused_rows"] > 0
 
@@ -123,7 +125,7 @@ def test_cache_rows_match_the_model_and_other_settings_recompute(tmp_path):
     want = rm.end_hidden(row.ids[None], np.ones((1, len(row.ids)), np.int32), row.end_positions[None])[0]
     np.testing.assert_allclose(feats.hidden[feats.offsets[3]:feats.offsets[4]], want, rtol=1e-5, atol=1e-6)
     assert cache.features(rm, enc).stats["rows"] == 0
-    other = fx.FeatureCache(str(tmp_path / "fx"), "sentence", fx.backbone_settings(dataclasses.replace(config, seed=1)))
+    other = fx.FeatureCache(str(tmp_path / "fx"), "sentence", fx.backbone_settings(configs.replace(config, seed=1)))
     assert other.path != cache.path and other.features(rm, enc).stats["rows"] == 6
     with pytest.raises(ValueError, match="response"):
         cache.features(rm, dataclasses.replace(enc, kind="response"))
