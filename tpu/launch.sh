@@ -2,9 +2,9 @@
 # Starts the same run on every worker of the slice, in the background, one process per host:
 #   tpu/launch.sh sft configs/sft/qwen3_4b_tpu.yaml [a.b=value ...]
 #   tpu/launch.sh grpo configs/grpo/qwen3_4b_tpu.yaml
-# The configs set `distributed: {auto: true}`: JAX finds the other hosts of the slice by itself.
+# The configs set `run.distributed: {auto: true}`: JAX finds the other hosts of the slice by itself.
 # Logs: ~/$REMOTE_DIR/logs/<command>.log on each worker; process 0 writes metrics, TensorBoard
-# events and the HF export to run_dir (use a gs:// run_dir so every host writes its checkpoint shards
+# events and the HF export to run.run_dir (use a gs:// run.run_dir so every host writes its checkpoint shards
 # to the same place). `tpu/launch.sh stop` ends the run on every worker; `tpu/launch.sh tail` follows
 # worker 0's log.
 source "$(dirname "$0")/common.sh"

@@ -97,7 +97,7 @@ class Sampler:
     With a `mesh`, the weights are placed by `rules` (default `ROLLOUT_RULES`) and the decode state
     and KV cache by rows over the rules' "batch" axes (`loop.state_shardings`): each data / fsdp
     device decodes its own rows. Batch sizes are then padded up to a multiple of those row shards.
-    Without one, everything runs on one device as JAX places it.
+    Without one (or with a one-device mesh), everything runs on one device.
     """
 
     def __init__(self, model: Transformer, tokenizer=None, *, mesh: Mesh | None = None,
@@ -108,7 +108,10 @@ class Sampler:
         self.config = model.config
         self.mesh = mesh
         self.rules = None if mesh is None else rules or sharding.ROLLOUT_RULES
-        self.loop = loop.OneDevice(self.config) if mesh is None else loop.MeshLoop.get(self.config, mesh, self.rules)
+        # A one-device mesh places nothing: it runs the one-device programs (whose CPU attention paths
+        # need no mesh context) on that device, and its results are exactly those of no mesh.
+        one = mesh is None or mesh.devices.size == 1
+        self.loop = loop.OneDevice(self.config) if one else loop.MeshLoop.get(self.config, mesh, self.rules)
         self.row_shards = 1 if mesh is None else sharding.batch_shards(mesh, self.rules)
         self.update(model)
         self.tokenizer = tokenizer

@@ -88,6 +88,20 @@ def config_changes(saved: Any, current: Any, prefix: str = "") -> list[str]:
     return [] if cfglib.to_dict(saved) == cfglib.to_dict(current) else [prefix or "<root>"]
 
 
+def moved_keys_applied(saved: dict, cls: type) -> dict:
+    """A config saved before some of its keys moved (`cls.MOVED`, e.g. `save_every` -> `run.save_every`),
+    rewritten to the current layout so that a run started by an earlier version still resumes."""
+    out = {k: v for k, v in saved.items() if k not in getattr(cls, "MOVED", {})}
+    for old, new in getattr(cls, "MOVED", {}).items():
+        if old in saved:
+            *sections, key = new.split(".")
+            node = out
+            for part in sections:
+                node = node.setdefault(part, {})
+            node[key] = saved[old]
+    return out
+
+
 def exactness_changes(saved: dict, current: dict) -> list[str]:
     """The differing fields of `config_changes` that break an exact resume (not in SAFE_TO_CHANGE)."""
     def safe(path: str) -> bool:
@@ -157,7 +171,7 @@ class RunDir:
         current = cfglib.to_dict(config)
         if resume and has_checkpoints and os.path.exists(saved_path):
             with open(saved_path, encoding="utf-8") as f:
-                saved = yaml.safe_load(f) or {}
+                saved = moved_keys_applied(yaml.safe_load(f) or {}, type(config))
             if changed := exactness_changes(saved, current):
                 detail = ", ".join(f"{p} ({_at(saved, p)!r} -> {_at(current, p)!r})" for p in changed[:8])
                 more = f" and {len(changed) - 8} more" if len(changed) > 8 else ""

@@ -5,13 +5,15 @@ import os
 import subprocess
 import sys
 import textwrap
+from typing import ClassVar
 
 import pytest
 import yaml
 
-from jaxalign.config import ConfigError
+from jaxalign.config import ConfigError, to_dict
 from jaxalign.errors import RunDirError
 from jaxalign.train import OptimConfig
+from jaxalign.train.config import MOVED_TO_RUN, RunConfig
 from jaxalign.train.rundir import RunDir, check_run_dir, config_changes, exactness_changes
 
 
@@ -19,9 +21,11 @@ from jaxalign.train.rundir import RunDir, check_run_dir, config_changes, exactne
 class Cfg:
     optim: OptimConfig = OptimConfig()
     batch_size: int = 8
-    save_every: int = 10
+    run: RunConfig = RunConfig(save_every=10)
     eval_every: int = 0
     stages: tuple[int, ...] = (1, 2)
+
+    MOVED: ClassVar[dict[str, str]] = MOVED_TO_RUN
 
 
 def _with_checkpoint(run_dir):
@@ -72,7 +76,7 @@ def test_changed_config_on_resume_is_refused_naming_fields_unless_allowed(tmp_pa
         RunDir(run, changed, resume=True)
     assert open(os.path.join(run, "config.yaml")).read() == saved  # the refused invocation wrote nothing
     assert len(os.listdir(os.path.join(run, "config_history"))) == 1
-    with RunDir(run, Cfg(save_every=5, eval_every=2), resume=True):  # cadences: exactness is kept
+    with RunDir(run, Cfg(run=RunConfig(save_every=5), eval_every=2), resume=True):  # cadences: exactness is kept
         pass
     with caplog.at_level("WARNING", logger="jaxalign.train.rundir"):
         with RunDir(run, changed, resume=True, allow_config_change=True):
@@ -85,6 +89,23 @@ def test_changed_config_on_resume_is_refused_naming_fields_unless_allowed(tmp_pa
     assert history == ["0001.yaml", "0002.yaml", "0003.yaml", "0004.yaml"]
     header = open(os.path.join(run, "config_history", "0004.yaml")).read().split("\nbatch_size")[0]
     assert "# invocation: 4\n" in header and "# resume: False\n" in header
+
+
+def test_a_run_saved_with_flat_run_keys_still_resumes(tmp_path):
+    # config.yaml written before `run:` existed: its run keys are compared at their new place
+    run = str(tmp_path / "run")
+    os.makedirs(run)
+    _with_checkpoint(run)
+    old = {"optim": dataclasses.asdict(OptimConfig()), "batch_size": 8, **to_dict(RunConfig(save_every=10)),
+           "eval_every": 0, "stages": [1, 2]}
+    with open(os.path.join(run, "config.yaml"), "w") as f:
+        yaml.safe_dump(old, f)
+    with RunDir(run, Cfg(), resume=True):
+        pass
+    with open(os.path.join(run, "config.yaml"), "w") as f:
+        yaml.safe_dump({**old, "seed": 3}, f)
+    with pytest.raises(ConfigError, match=r"run.seed \(3 -> 0\)"):
+        RunDir(run, Cfg(), resume=True)
 
 
 def test_run_info_holds_the_invocation_facts_and_metadata(tmp_path):
@@ -111,8 +132,8 @@ def test_without_checkpoints_there_is_nothing_to_keep_exact(tmp_path):
 def test_config_changes_compare_serialised_values():
     saved = {"a": [1, 2], "b": {"c": 1, "d": 2}, "e": 1}
     assert config_changes(saved, {"a": (1, 2), "b": {"c": 1, "d": 3}, "f": 0}) == ["b.d", "e", "f"]
-    assert exactness_changes({"save_every": 1, "mesh": {"data": 1}, "seed": 0},
-                             {"save_every": 2, "mesh": {"data": 2}, "seed": 1}) == ["seed"]
+    assert exactness_changes({"run": {"save_every": 1, "mesh": {"data": 1}, "seed": 0}},
+                             {"run": {"save_every": 2, "mesh": {"data": 2}, "seed": 1}}) == ["run.seed"]
 
 
 def test_run_dir_that_is_a_file_or_under_a_file_is_refused_before_anything_is_made(tmp_path):
