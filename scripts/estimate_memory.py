@@ -6,7 +6,7 @@
 * parameters, gradients, AdamW moments: exact, from `jax.eval_shape` and the training rule table;
 * rollout (GRPO): weights in the rollout layout and the KV cache, from the same shapes;
 * the train step's peak (state + activations + temporaries): from the compiled step's own memory
-  analysis, two shallow proxies extrapolated in depth (`jaxalign.train.memory.estimate`).
+  analysis, two shallow proxies extrapolated in depth (`jaxalign.plan.memory.estimate`).
 
 `--devices N` compiles for N fake CPU devices (no accelerator needed; nothing is allocated). Without
 it the devices of this machine are used (run it on the slice itself for its compiler's figures).
@@ -49,10 +49,10 @@ def main() -> None:
     from jaxalign import config as cfglib
     from jaxalign import models, sharding
     from jaxalign.models import ModelConfig
+    from jaxalign.plan import memory
     from jaxalign.rl.config import GRPOConfig
     from jaxalign.sampling.sampler import bucket
     from jaxalign.sft.trainer import SFTConfig
-    from jaxalign.train import memory
 
     with open(args.config) as f:
         raw = yaml.safe_load(f) or {}
