@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from jaxalign import hostmem
+from jaxalign.cli import hostmem
 
 
 def timed(fn, repeats: int) -> list[float]:

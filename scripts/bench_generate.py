@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import torch
 
-from jaxalign import hostmem
+from jaxalign.cli import hostmem
 
 
 def read_bandwidth_gbs(nbytes: int = 512 * 2**20) -> float:

@@ -23,7 +23,7 @@ import time
 import numpy as np
 import torch
 
-from jaxalign import hostmem
+from jaxalign.cli import hostmem
 
 
 def torch_scores(model, batches, alpha: float) -> list[float]:

@@ -22,7 +22,7 @@ import optax
 import torch
 from flax import nnx
 
-from jaxalign import hostmem
+from jaxalign.cli import hostmem
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_forward import MatmulPeak, timed  # noqa: E402

@@ -6,7 +6,7 @@
 * parameters, gradients, AdamW moments: exact, from `jax.eval_shape` and the training rule table;
 * rollout (GRPO): weights in the rollout layout and the KV cache, from the same shapes;
 * the train step's peak (state + activations + temporaries): from the compiled step's own memory
-  analysis, two shallow proxies extrapolated in depth (`jaxalign.train.memory.estimate`).
+  analysis, two shallow proxies extrapolated in depth (`jaxalign.plan.memory.estimate`).
 
 `--devices N` compiles for N fake CPU devices (no accelerator needed; nothing is allocated). Without
 it the devices of this machine are used (run it on the slice itself for its compiler's figures).
@@ -49,10 +49,10 @@ def main() -> None:
     from jaxalign import config as cfglib
     from jaxalign import models, sharding
     from jaxalign.models import ModelConfig
+    from jaxalign.plan import memory
     from jaxalign.rl.config import GRPOConfig
     from jaxalign.sampling.sampler import bucket
     from jaxalign.sft.trainer import SFTConfig
-    from jaxalign.train import memory
 
     with open(args.config) as f:
         raw = yaml.safe_load(f) or {}
@@ -64,10 +64,10 @@ def main() -> None:
         model = config.init
     else:
         model = models.load_config(config.model)
-    model = dataclasses.replace(model, dtype=config.compute_dtype, param_dtype="float32",
-                                remat=config.remat if config.remat is not None else model.remat)
+    model = dataclasses.replace(model, dtype=config.run.compute_dtype, param_dtype="float32",
+                                remat=config.run.remat if config.run.remat is not None else model.remat)
     devices = jax.device_count()
-    mesh_shape = config.mesh.shape(devices)
+    mesh_shape = config.run.mesh.shape(devices)
     hosts = args.hosts or max(devices // 4, 1)
     if kind == "sft":
         step = memory.StepShape(kind="sft", rows=config.batch_size, seq_len=config.data.seq_len,
@@ -82,14 +82,14 @@ def main() -> None:
         local = devices // hosts
         tensor = config.rollout_mesh.tensor if config.rollout_mesh is not None else mesh_shape[2]
         rows_per_device = -(-config.prompts_per_step * config.group_size // hosts) // max(local // tensor, 1)
-        rollout = memory.rollout_bytes(model, tensor, rows_per_device, row_len, config.compute_dtype)
+        rollout = memory.rollout_bytes(model, tensor, rows_per_device, row_len, config.run.compute_dtype)
 
     print(f"{args.config}: {kind}, {model.num_params() / 1e9:.2f}B parameters, mesh data x fsdp x tensor = "
           f"{' x '.join(map(str, mesh_shape))} on {devices} devices ({jax.devices()[0].platform})")
     print(f"train step: {step.rows} rows x {step.seq_len} tokens" + (f" x {step.accum} micro-batches"
                                                                     if step.accum > 1 else "")
-          + f", compute {config.compute_dtype}, remat {model.remat}")
-    mesh = sharding.make_mesh(config.mesh)
+          + f", compute {config.run.compute_dtype}, remat {model.remat}")
+    mesh = sharding.make_mesh(config.run.mesh)
     result = memory.state_bytes(model, mesh_shape)
     if not args.state_only:
         result = memory.estimate(model, mesh, step)

@@ -1,4 +1,4 @@
-"""Allocator settings: merging, the one-time restart, and the page faults they remove."""
+"""Allocator settings: when they apply (CPU only), merging, the one-time restart, the page faults they remove."""
 
 from __future__ import annotations
 
@@ -9,9 +9,49 @@ import sys
 
 import pytest
 
-from jaxalign import hostmem
+from jaxalign.cli import hostmem
 
-glibc_only = pytest.mark.skipif(not hostmem.applies({}), reason="GLIBC_TUNABLES exist only on glibc Linux")
+glibc_only = pytest.mark.skipif(not hostmem.applies({"JAX_PLATFORMS": "cpu"}),
+                                reason="GLIBC_TUNABLES exist only on glibc Linux")
+
+
+def test_platforms_variable_decides_when_set():
+    tpu_host = ({"/dev/accel0"}, {"libtpu"})
+    assert hostmem.backend_is_cpu({"JAX_PLATFORMS": "cpu"}, *tpu_host)  # forced onto the CPU despite the TPU
+    assert hostmem.backend_is_cpu({"JAX_PLATFORM_NAME": "cpu"}, *tpu_host)
+    for platforms in ("tpu", "cuda", "gpu", "rocm", "cuda,cpu", "TPU"):
+        assert not hostmem.backend_is_cpu({"JAX_PLATFORMS": platforms}, set(), set()), platforms
+    assert not hostmem.backend_is_cpu({"JAX_PLATFORMS": "tpu", "JAX_PLATFORM_NAME": "cpu"}, set(), set())
+
+
+@pytest.mark.parametrize("paths, modules", [
+    ({"/dev/accel0"}, {"libtpu"}),
+    ({"/dev/vfio/vfio", "/dev/vfio/0"}, {"libtpu", "numpy"}),
+    ({"/dev/nvidiactl"}, {"jax_cuda12_plugin"}),
+    ({"/dev/nvidia0"}, {"jax_cuda13_plugin"}),
+    ({"/dev/kfd"}, {"jax_rocm7_plugin"}),
+])
+def test_accelerator_with_its_plugin_is_not_cpu(paths, modules):
+    assert not hostmem.backend_is_cpu({}, paths, modules)
+    assert not hostmem.backend_is_cpu({"JAX_PLATFORMS": ""}, paths, modules)  # empty counts as unset, as in JAX
+
+
+@pytest.mark.parametrize("paths, modules", [
+    (set(), set()),  # nothing: a CPU host
+    ({"/dev/accel0"}, set()),  # a TPU without libtpu: JAX falls back to the CPU
+    ({"/dev/nvidia0", "/dev/nvidiactl"}, {"libtpu"}),  # a GPU, but only the TPU plugin
+    ({"/dev/vfio/vfio"}, {"libtpu"}),  # the VFIO control file alone is no TPU
+    (set(), {"libtpu", "jax_cuda12_plugin"}),  # plugins without devices
+])
+def test_without_an_accelerator_and_its_plugin_it_is_cpu(paths, modules):
+    assert hostmem.backend_is_cpu({}, paths, modules)
+
+
+def test_no_restart_when_jax_will_use_an_accelerator():
+    if not hostmem.applies({"JAX_PLATFORMS": "cpu"}):
+        pytest.skip("GLIBC_TUNABLES exist only on glibc Linux")
+    assert not hostmem.applies({"JAX_PLATFORMS": "tpu"})
+    assert hostmem.will_run_on_cpu({"JAX_PLATFORMS": "cpu"}) and not hostmem.will_run_on_cpu({"JAX_PLATFORMS": "cuda"})
 
 
 def test_merge_keeps_the_callers_settings_and_adds_the_rest():
@@ -30,7 +70,7 @@ def test_environ_adds_the_settings_and_the_marker():
 
 RESTART = """
 import json, os, sys
-from jaxalign import hostmem
+from jaxalign.cli import hostmem
 print(json.dumps([os.getpid(), os.environ.get("GLIBC_TUNABLES"), hostmem.in_use(), sys.argv[1:]]), flush=True)
 hostmem.reexec_with_tuned_malloc()
 """
@@ -38,7 +78,7 @@ hostmem.reexec_with_tuned_malloc()
 
 def _env(**extra):
     env = {k: v for k, v in os.environ.items() if k not in (hostmem.MARKER, hostmem.OPT_OUT, "GLIBC_TUNABLES")}
-    return {**env, **extra}
+    return {**env, "JAX_PLATFORMS": "cpu", **extra}  # the settings are for CPU runs, on any host
 
 
 @glibc_only
@@ -57,6 +97,13 @@ def test_restart_keeps_pid_and_arguments_and_happens_once():
 def test_opt_out_means_no_restart():
     out = subprocess.run([sys.executable, "-c", RESTART], capture_output=True, text=True,
                          env=_env(**{hostmem.OPT_OUT: "1"}), check=True, timeout=600)
+    assert len(out.stdout.splitlines()) == 1
+
+
+@glibc_only
+def test_no_restart_on_an_accelerator():
+    out = subprocess.run([sys.executable, "-c", RESTART], capture_output=True, text=True,
+                         env=_env(JAX_PLATFORMS="tpu"), check=True, timeout=600)
     assert len(out.stdout.splitlines()) == 1
 
 

@@ -7,7 +7,7 @@ import importlib
 import logging
 import sys
 
-from jaxalign import hostmem
+from jaxalign.cli import hostmem
 from jaxalign.cli.args import Parser
 from jaxalign.errors import UserError
 
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """The `jaxalign` command: restarts once with XLA-friendly allocator settings (see hostmem)."""
+    """The `jaxalign` command: on CPU, restarts once with XLA-friendly allocator settings (see hostmem)."""
     hostmem.reexec_with_tuned_malloc()
     sys.exit(main())
 

@@ -27,6 +27,7 @@ class DemoConfig:
     eval_k: int = 4
     """Samples per held-out problem (avg@k at `eval_temperature`)."""
     eval_temperature: float = 1.0
+    """Sampling temperature of every evaluation (0: greedy); training rollouts use `rl_temperature`."""
     cold_start: Literal["dense", "sparse"] = "dense"
     system_prompt: str = ""
     """System message of every prompt (empty: none; the tiny policy learns the format from SFT)."""

@@ -93,6 +93,11 @@ def cold_start(cfg: DemoConfig, style: str, path: str, tok) -> dict:
     return summary
 
 
+def eval_config(cfg: DemoConfig) -> EvalConfig:
+    """Every evaluation of the demo: avg@`eval_k` at `eval_temperature`, the protocol its report states."""
+    return EvalConfig(k=cfg.eval_k, batch_size=128, seed=cfg.seed + 7, temperature=cfg.eval_temperature)
+
+
 def reinforce(cfg: DemoConfig, style: str, sft_dir: str) -> dict:
     """Held-out eval of the cold-start policy, GRPO with sandboxed rollouts, eval again."""
     grpo = GRPOConfig(
@@ -103,7 +108,7 @@ def reinforce(cfg: DemoConfig, style: str, sft_dir: str) -> dict:
                               sampling=SamplingConfig(temperature=cfg.rl_temperature)),
         loss=GRPOLossConfig(), optim=OptimConfig(learning_rate=cfg.rl_lr, warmup_fraction=0.0, schedule="constant",
                                                  weight_decay=0.0),
-        eval=EvalConfig(k=cfg.eval_k, batch_size=128, seed=cfg.seed + 7), save_trajectories_every=5,
+        eval=eval_config(cfg), save_trajectories_every=5,
         run=RunConfig(run_dir=os.path.join(cfg.run_dir, f"grpo-{style}"), seed=cfg.seed,
                       save_every=max(cfg.rl_steps, 1), log_every=1, keep_checkpoints=2, mesh=ONE_DEVICE))
     trainer = GRPOTrainer(grpo)
@@ -136,7 +141,8 @@ def run_demo(cfg: DemoConfig = DemoConfig()) -> dict:
     summary = {
         "task": f"arithmetic: {cfg.num_steps} steps, {cfg.digits}-digit literals",
         "cold_start": cfg.cold_start,
-        "eval_protocol": f"avg@{k} at temperature {cfg.eval_temperature} on {cfg.eval_problems} held-out problems",
+        "eval_protocol": f"avg@{k} at temperature {main['before']['temperature']} on {cfg.eval_problems} "
+                         "held-out problems",  # as evaluated
         "sft_accuracy": main["before"][f"avg@{k}"],
         "rl_accuracy": main["after"][f"avg@{k}"],
         "sft_pass_at_k": main["before"][f"pass@{k}"],

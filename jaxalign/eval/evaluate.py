@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxalign.config import positive, require
+from jaxalign.config import non_negative, positive, require
 from jaxalign.data.problems import MathProblem
 from jaxalign.rewards.verify import get_reward, last_boxed
 from jaxalign.rollout.engine import RolloutEngine
@@ -31,9 +31,14 @@ class EvalConfig:
     """Trajectories rolled out together."""
     seed: int = 0
     """Sampling seed of the first batch (batch b uses seed + its first job index)."""
+    temperature: float | None = None
+    """Sampling temperature of evaluation (0: greedy); None: the rollout config's. Top-p and top-k stay
+    the rollout's; the training engine is never changed (evaluation samples with a copy)."""
 
     def __post_init__(self):
         positive(self, "k", "batch_size")
+        if self.temperature is not None:
+            non_negative(self, "temperature")
         # The name is looked up when evaluation starts (`run_eval` checks it before loading a model):
         # user rewards may be registered after the config is built.
         require(self, "reward", bool(self.reward), "must name a reward")
@@ -53,16 +58,27 @@ def sample_record(t: Trajectory, reward: float) -> dict[str, Any]:
             "finish": t.finish_reason, "tokens": len(t.tokens)}
 
 
+def eval_engine(engine: RolloutEngine, config: EvalConfig) -> RolloutEngine:
+    """The engine evaluation samples with: `engine` itself, or a copy at `config.temperature`."""
+    sampling = engine.config.sampling
+    if config.temperature is None or config.temperature == sampling.temperature:
+        return engine
+    rollout = dataclasses.replace(engine.config, sampling=dataclasses.replace(sampling,
+                                                                              temperature=config.temperature))
+    return engine.with_config(rollout)
+
+
 def evaluate(engine: RolloutEngine, problems: Sequence[MathProblem], config: EvalConfig = EvalConfig(), *,
              system_prompt: str | None = None, progress: Progress | None = None) -> dict:
-    """Rolls out k samples per problem and scores them.
+    """Rolls out k samples per problem at `config.temperature` (default: the engine's) and scores them.
 
-    Returns {"avg@k", "pass@k", "pass@1", "tool_calls_per_traj", ..., "problems": [per-problem rows]}; each
-    problem row holds its k samples (`sample_record`: text, answer, reward, correct, tool calls, finish
-    reason, tokens). `progress`, when given, advances by one per sample and shows the running accuracy.
+    Returns {"avg@k", "pass@k", "pass@1", "temperature", "tool_calls_per_traj", ..., "problems": [per-problem
+    rows]}; each problem row holds its k samples (`sample_record`: text, answer, reward, correct, tool calls,
+    finish reason, tokens). `progress`, when given, advances by one per sample and shows the running accuracy.
     """
     from jaxalign.rollout.prompts import SYSTEM_PROMPT
 
+    engine = eval_engine(engine, config)
     reward_fn = get_reward(config.reward)
     sp = SYSTEM_PROMPT if system_prompt is None else system_prompt
     jobs = [(i, j) for i in range(len(problems)) for j in range(config.k)]
@@ -93,6 +109,7 @@ def evaluate(engine: RolloutEngine, problems: Sequence[MathProblem], config: Eva
         f"avg@{k}": float(rewards.mean()),
         f"pass@{k}": float(correct.any(axis=1).mean()),
         "pass@1": float(np.mean([pass_at_k(k, int(c.sum()), 1) for c in correct])),
+        "temperature": float(engine.config.sampling.temperature),
         "tool_calls_per_traj": float(np.mean([t.tool_calls for t in all_t])),
         "tool_errors_per_traj": float(np.mean([t.tool_errors for t in all_t])),
         "tool_timeouts_per_traj": float(np.mean([t.tool_timeouts for t in all_t])),

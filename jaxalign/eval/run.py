@@ -9,7 +9,7 @@ import typing
 
 from jaxalign.config import ConfigError, FieldError, non_negative, positive, require
 from jaxalign.data.tasks import TaskConfig, load_task
-from jaxalign.eval.evaluate import EvalConfig, evaluate, format_table
+from jaxalign.eval.evaluate import EvalConfig, eval_engine, evaluate, format_table
 from jaxalign.models.config import DTypeName
 from jaxalign.rollout.prompts import SYSTEM_PROMPT
 from jaxalign.rollout.types import RolloutConfig
@@ -115,14 +115,14 @@ def run_eval(config: EvalRunConfig) -> dict:
     results = {}
     with PythonSandbox(timeout_s=config.sandbox_timeout_s, workers=config.sandbox_workers,
                        max_idle_workers=max(2 * config.sandbox_workers, config.eval.batch_size)) as sandbox:
-        engine = RolloutEngine(Sampler(model, tok), tok, sandbox, config.rollout)
+        engine = eval_engine(RolloutEngine(Sampler(model, tok), tok, sandbox, config.rollout), config.eval)
         for name, problems in problem_sets.items():
             log.info("evaluating %s: %d problems x %d samples", name, len(problems), k)
             with Progress(total=len(problems) * k, desc=f"eval {name}", unit="sample") as bar:
                 results[name] = evaluate(engine, problems, config.eval, system_prompt=config.system_prompt,
                                          progress=bar)
         sandbox_stats = sandbox.stats()
-    summary = {"model": config.model, "k": k, "temperature": config.rollout.sampling.temperature,
+    summary = {"model": config.model, "k": k, "temperature": engine.config.sampling.temperature,  # as sampled
                "max_response_tokens": config.rollout.max_response_tokens,
                "max_tool_calls": config.rollout.max_tool_calls, "sandbox": sandbox_stats, "sets": results}
     if config.output:

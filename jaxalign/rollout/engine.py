@@ -8,6 +8,7 @@ thread pool, so rows waiting for their tool keep no one else from decoding.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import copy
 import dataclasses
 import functools
 import logging
@@ -82,6 +83,19 @@ class RolloutEngine:
         self.stops = StopTable.build(eos + list(marker_token_ids(tokenizer, self.format.markers())))
         # generate_s includes prefill_s (the prompt forward) and every decode call.
         self.timings = {"generate_s": 0.0, "prefill_s": 0.0, "tool_s": 0.0, "tool_wall_s": 0.0, "overlap_s": 0.0}
+
+    def with_config(self, config: RolloutConfig) -> RolloutEngine:
+        """A copy running under `config` (same tool format), e.g. evaluation at another temperature.
+
+        It shares the sampler, tokenizer, sandbox and timings; this engine keeps its own config. A new
+        `config.sampling` compiles the decode loop once more (sampling is a static argument).
+        """
+        if config.tool_format != self.config.tool_format:
+            raise ValueError(f"with_config keeps the tool format ({self.config.tool_format!r}), "
+                             f"got {config.tool_format!r}")
+        other = copy.copy(self)
+        other.config = config
+        return other
 
     # ----------------------------------------------------------------------------- helpers
     def _decode(self, tokens: Sequence[int]) -> str:

@@ -4,8 +4,21 @@ import dataclasses
 import json
 import os
 
+from jaxalign import config
 from jaxalign.cli.main import main
 from jaxalign.demo import DemoConfig
+from jaxalign.demo.pipeline import eval_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_every_evaluation_samples_at_eval_temperature():
+    e = eval_config(DemoConfig(eval_temperature=0.0, eval_k=3, seed=2))
+    assert (e.temperature, e.k, e.seed) == (0.0, 3, 9)
+    # The defaults evaluate at the rollout temperature, as before eval_temperature was wired in: same numbers.
+    shipped = config.load(DemoConfig, os.path.join(ROOT, "configs", "demo", "default.yaml"))
+    for cfg in (DemoConfig(), shipped):
+        assert cfg.eval_temperature == cfg.rl_temperature == 1.0
 
 
 def test_demo_pipeline_runs_at_reduced_size_with_the_ablation(tmp_path, capsys):
@@ -33,6 +46,8 @@ def test_demo_pipeline_runs_at_reduced_size_with_the_ablation(tmp_path, capsys):
             assert os.path.getsize(run / name) > 5000, name  # a rendered figure, not an empty file
         before = json.loads((run / f"grpo-{style}" / "eval_before.json").read_text())
         assert before["n_problems"] == cfg.eval_problems and before["k"] == cfg.eval_k
+        assert before["temperature"] == cfg.eval_temperature
+    assert f"at temperature {cfg.eval_temperature} on" in summary["eval_protocol"]
     report = (run / "report.md").read_text()
     assert "Ablation: dense vs sparse" in report and "![rl_dense.png](rl_dense.png)" in report
     assert str(run / "report.md") in printed

@@ -13,8 +13,10 @@ from jaxalign.config import ConfigError
 from jaxalign.eval import EvalConfig, evaluate, format_table, pass_at_k
 from jaxalign.eval.run import EvalRunConfig
 from jaxalign.models.config import ModelConfig
-from jaxalign.rollout.types import Trajectory
+from jaxalign.rollout.engine import RolloutEngine
+from jaxalign.rollout.types import RolloutConfig, Trajectory
 from jaxalign.runlog import Progress
+from jaxalign.sampling import Sampler, SamplingConfig
 
 
 @pytest.mark.parametrize("n,c,k", [(4, 0, 1), (4, 1, 1), (4, 2, 2), (5, 3, 2), (6, 1, 4), (3, 3, 3)])
@@ -29,6 +31,8 @@ def test_pass_at_k_is_the_subset_probability(n, c, k):
 
 class ScriptedEngine:
     """Returns fixed answer texts per prompt (a test double for RolloutEngine's interface)."""
+
+    config = RolloutConfig()
 
     def __init__(self, tok, answers):
         self.tokenizer, self.answers, self.calls = tok, answers, 0
@@ -65,7 +69,43 @@ def test_avg_and_pass_at_k_by_hand():
     assert first == {"text": "```python\nprint(2+3)\n```\n\\boxed{5}", "answer": "5", "reward": 1.0, "correct": True,
                      "tool_calls": 1, "tool_errors": 0, "tool_timeouts": 0, "finish": "eos", "tokens": 3}
     assert (second["text"], second["reward"], second["correct"]) == ("\\boxed{6}", 0.0, False)
+    assert r["temperature"] == 1.0  # the engine's rollout temperature: no override
     json.dumps(r, allow_nan=False)  # the results file is strict JSON
+
+
+def test_eval_temperature_is_checked():
+    assert EvalConfig().temperature is None and EvalConfig(temperature=0.0).temperature == 0.0
+    with pytest.raises(ConfigError, match=r"temperature: must be >= 0, got -0.5"):
+        EvalConfig(temperature=-0.5)
+    assert config.from_dict(EvalConfig, {"temperature": 0}).temperature == 0
+
+
+def test_temperature_override_samples_like_a_greedy_engine_and_leaves_the_engine_alone():
+    tok = tokenizer.load("smollm2-135m-instruct")
+    model = models.init_model(ModelConfig.tiny(vocab_size=len(tok), num_layers=1, hidden_size=32,
+                                               intermediate_size=32, num_heads=2, num_kv_heads=1))
+    problems = [data.MathProblem(id=str(i), question=f"What is {i}+{i}?", answer=str(2 * i), source="toy")
+                for i in range(3)]
+
+    def engine(temperature):  # max_tool_calls=0: a call ends the trajectory, no sandbox needed
+        rollout = RolloutConfig(max_response_tokens=12, max_tool_calls=0, steps_per_call=8,
+                                sampling=SamplingConfig(temperature=temperature, top_p=0.9))
+        return RolloutEngine(Sampler(model, tok), tok, None, rollout)
+
+    def texts(result):
+        return [s["text"] for p in result["problems"] for s in p["samples"]]
+
+    sampling, greedy = engine(1.0), engine(0.0)
+    before = sampling.config
+    overridden = evaluate(sampling, problems, EvalConfig(k=2, batch_size=4, temperature=0.0), system_prompt="")
+    reference = evaluate(greedy, problems, EvalConfig(k=2, batch_size=4), system_prompt="")
+    assert texts(overridden) == texts(reference)
+    assert overridden["temperature"] == reference["temperature"] == 0.0
+    assert sampling.config is before and sampling.config.sampling.temperature == 1.0  # the training engine
+    sampled = evaluate(sampling, problems, EvalConfig(k=2, batch_size=4), system_prompt="")
+    assert sampled["temperature"] == 1.0 and texts(sampled) != texts(reference)  # the override did something
+    with pytest.raises(ValueError, match="tool format"):
+        sampling.with_config(RolloutConfig(tool_format="hermes"))
 
 
 def test_progress_counts_samples_and_tokens(monkeypatch):
@@ -101,7 +141,7 @@ sets:
     split: all
   - name: arith
     task: {{source: arithmetic, num_train: 4, num_eval: 3, num_steps: 2, digits: 2}}
-eval: {{k: 2, batch_size: 8}}
+eval: {{k: 2, batch_size: 8, temperature: 0.5}}
 rollout: {{max_response_tokens: 12, max_tool_calls: 1}}
 """)
     out = tmp_path / "out" / "eval.json"
@@ -111,13 +151,14 @@ rollout: {{max_response_tokens: 12, max_tool_calls: 1}}
     assert "toy" in printed and "arith" in printed and "avg@k" in printed
     summary = json.loads(out.read_text())
     assert summary["k"] == 2 and summary["max_response_tokens"] == 12
+    assert summary["temperature"] == 0.5  # eval.temperature, not the rollout's 1.0
     assert summary["sets"]["toy"]["n_problems"] == 5 and summary["sets"]["arith"]["n_problems"] == 3
     for r in summary["sets"].values():
         assert len(r["problems"]) == r["n_problems"]
         assert all(len(p["samples"]) == 2 for p in r["problems"])
         assert all(s["tokens"] <= 12 for p in r["problems"] for s in p["samples"])
         assert all(isinstance(s["text"], str) and s["finish"] for p in r["problems"] for s in p["samples"])
-        assert 0.0 <= r["avg@2"] <= r["pass@2"] <= 1.0
+        assert 0.0 <= r["avg@2"] <= r["pass@2"] <= 1.0 and r["temperature"] == 0.5
 
 
 def test_eval_config_errors_name_the_field(tmp_path, capsys):

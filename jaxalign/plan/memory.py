@@ -31,7 +31,10 @@ from jax.sharding import Mesh
 
 from jaxalign import models, sharding
 from jaxalign.models import ModelConfig
+from jaxalign.rl.step import GRPOLossConfig, make_grpo_step
+from jaxalign.sft.step import make_sft_step
 from jaxalign.train.optim import OptimConfig, decay_mask, make_optimizer
+from jaxalign.train.state import init_train_state
 
 GiB = 1024**3
 
@@ -77,8 +80,6 @@ def _tree_bytes(tree: Any, mesh_shape, rules) -> int:
 
 def abstract_state(config: ModelConfig, optim: OptimConfig = OptimConfig()):
     """(graphdef, abstract TrainState, optimizer): shapes only, nothing allocated."""
-    from jaxalign.train.state import init_train_state
-
     graphdef, params = nnx.split(models.abstract_model(config))
     optimizer = make_optimizer(optim, 1000, mask=decay_mask(params))
     return graphdef, jax.eval_shape(lambda p: init_train_state(p, optimizer), params), optimizer
@@ -122,9 +123,6 @@ def _abstract_batch(step: StepShape, mesh: Mesh) -> dict:
 
 def compiled_bytes(config: ModelConfig, mesh: Mesh, step: StepShape, optim: OptimConfig = OptimConfig()) -> dict:
     """The compiled train step's per-device memory analysis (abstract inputs: nothing allocated)."""
-    from jaxalign.rl.step import GRPOLossConfig, make_grpo_step
-    from jaxalign.sft.step import make_sft_step
-
     graphdef, state, optimizer = abstract_state(config, optim)
     if step.kind == "sft":
         fn = make_sft_step(graphdef, optimizer)

@@ -8,7 +8,7 @@ import sys
 
 from jaxalign import sharding
 from jaxalign.models import ModelConfig
-from jaxalign.train import memory
+from jaxalign.plan import memory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

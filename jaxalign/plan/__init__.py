@@ -1,0 +1,1 @@
+"""Planning a run before renting devices: per-device memory estimates."""
