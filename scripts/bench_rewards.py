@@ -54,8 +54,8 @@ def main() -> None:
     from transformers import AutoModelForCausalLM
 
     from jaxalign import models, tokenizer
-    from jaxalign.rm.benchmark import gsm8k_benchmark
     from jaxalign.rewards.endo_scorer import EndogenousScorer
+    from jaxalign.rm.benchmark import gsm8k_benchmark
 
     ours = models.load("smollm2-135m-instruct")
     tok = tokenizer.load("smollm2-135m-instruct")

@@ -11,8 +11,8 @@ from jaxalign.config import ConfigError
 from jaxalign.demo import DemoConfig
 from jaxalign.eval.run import EvalRunConfig
 from jaxalign.models import ModelConfig
-from jaxalign.rm.trainer import RMConfig
 from jaxalign.rl.config import GRPOConfig
+from jaxalign.rm.trainer import RMConfig
 from jaxalign.sft.trainer import SFTConfig
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

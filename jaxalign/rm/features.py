@@ -35,8 +35,8 @@ import numpy as np
 from flax import nnx
 
 from jaxalign.rewards.endo_scorer import round_up
-from jaxalign.rm.batching import EncodedPairs
 from jaxalign.rewards.sentence.encode import pad_ends, pad_rows
+from jaxalign.rm.batching import EncodedPairs
 
 log = logging.getLogger(__name__)
 

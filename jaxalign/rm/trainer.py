@@ -23,11 +23,11 @@ from jaxalign.config import non_negative, positive, require
 from jaxalign.data import PreferencePair, read_jsonl
 from jaxalign.data.checks import DataError
 from jaxalign.models import ModelConfig
-from jaxalign.rm.benchmark import KINDS, gsm8k_benchmark
-from jaxalign.rm.evaluation import localisation, pairwise_accuracy
-from jaxalign.rm.batching import EncodedPairs, encode_pairs, eval_order, make_batch
 from jaxalign.rewards.sentence.encode import with_end_token
 from jaxalign.rewards.sentence.model import ResponseRewardModel, SentenceRewardModel
+from jaxalign.rm.batching import EncodedPairs, encode_pairs, eval_order, make_batch
+from jaxalign.rm.benchmark import KINDS, gsm8k_benchmark
+from jaxalign.rm.evaluation import localisation, pairwise_accuracy
 from jaxalign.rm.step import (
     init_rm_state,
     make_rm_scorer,

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from jaxalign.data import MathProblem
+from jaxalign.rewards.sentence.splitter import split_sentences
 from jaxalign.rm.benchmark import (
     KINDS,
     build_gsm8k_preferences,
@@ -16,7 +17,6 @@ from jaxalign.rm.benchmark import (
     wrong_number,
 )
 from jaxalign.rm.evaluation import localisation, pair_correct, pairwise_accuracy
-from jaxalign.rewards.sentence.splitter import split_sentences
 
 PROBLEMS = [
     MathProblem(id="p0", question="Eggs?", answer="18", source="gsm8k",

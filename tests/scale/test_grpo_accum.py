@@ -8,8 +8,9 @@ from flax import nnx
 
 from jaxalign import models
 from jaxalign.models import ModelConfig
+from jaxalign.rl.batch import GRPOBatch
 from jaxalign.rl.step import GRPOLossConfig, make_grpo_step
-from jaxalign.sft.step import init_train_state
+from jaxalign.train.state import init_train_state
 
 
 def batch(rows=8, t=12, seed=0):
@@ -36,7 +37,9 @@ def test_micro_batches_equal_one_mini_batch(agg, token_adv):
     full = batch()
     if token_adv:  # per-token advantages [B, T] (dense rewards) are not mistaken for micro-batches
         full["advantages"] = full["advantages"][:, None] * np.linspace(0.5, 1.5, 12, dtype=np.float32)[None]
-    micro = {k: v.reshape(4, 2, *v.shape[1:]) for k, v in full.items()}  # 4 micro-batches of 2 rows
+    adv = full["advantages"]  # a sequence advantage is broadcast onto every token
+    full = GRPOBatch(**{**full, "advantages": np.broadcast_to(adv[:, None], (8, 12)) if adv.ndim == 1 else adv})
+    micro = full.micro_batches(4)  # 4 micro-batches of 2 rows
     s1, m1 = step(init_train_state(params, opt), full)
     s4, m4 = step(init_train_state(params, opt), micro)
     assert set(m1) == set(m4)
