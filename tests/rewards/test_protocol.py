@@ -41,10 +41,14 @@ def tiny_rm(tmp_path_factory):
     return train_tiny_rm(tmp_path_factory.mktemp("rm") / "sentence")
 
 
-def sentence_end_tokens(tok, tokens, text, splitter="rules"):
-    """Independently of the reward: the first token whose decoded prefix reaches each sentence's end."""
-    lengths = [len(tok.decode(tokens[:i + 1], skip_special_tokens=False, clean_up_tokenization_spaces=False))
-               for i in range(len(tokens))]
+def decoded_lengths(tok, tokens):
+    """The length of each decoded prefix tokens[:i + 1] (plain `decode`, independently of the reward)."""
+    return [len(tok.decode(tokens[:i + 1], skip_special_tokens=False, clean_up_tokenization_spaces=False))
+            for i in range(len(tokens))]
+
+
+def sentence_end_tokens(lengths, text, splitter="rules"):
+    """The first token whose prefix (of text length `lengths[i]`) reaches each sentence's end."""
     out, end = [], 0
     for s in split_sentences(text, splitter):
         end += len(s)
@@ -99,7 +103,8 @@ def test_sentence_reward_lands_on_sentence_ends_with_the_rms_own_rewards(tiny_rm
     assert got.shape == (3, max(len(t.tokens) for t in trajs)) and got.dtype == np.float32
     scored = score_sentences(rm, tok, end_id, prompts, texts, batch_size=4)
     for b, (t, text, s) in enumerate(zip(trajs, texts, scored)):
-        ends = sentence_end_tokens(tok, t.tokens[:-1], text) + [len(t.tokens) - 1]  # then the end-of-turn slot
+        # the sentence ends, then the end-of-turn slot
+        ends = sentence_end_tokens(decoded_lengths(tok, t.tokens[:-1]), text) + [len(t.tokens) - 1]
         assert len(set(ends)) == len(ends) == len(s["sentence_rewards"])
         want = np.zeros(got.shape[1], np.float32)
         want[ends] = s["sentence_rewards"]
@@ -112,7 +117,7 @@ def test_sentence_reward_lands_on_sentence_ends_with_the_rms_own_rewards(tiny_rm
         np.testing.assert_allclose(got[b].sum(), values[-1] - values[0], rtol=1e-4, atol=1e-5)
     # A sentence ending on a tool-output token moves to the nearest preceding policy token.
     t = trajs[0]
-    first_end = sentence_end_tokens(tok, t.tokens[:-1], texts[0])[0]
+    first_end = sentence_end_tokens(decoded_lengths(tok, t.tokens[:-1]), texts[0])[0]
     mask = list(t.loss_mask)
     mask[first_end] = mask[first_end - 1] = 0
     tool = Trajectory(prompt_tokens=t.prompt_tokens, tokens=t.tokens, loss_mask=mask)
