@@ -50,3 +50,21 @@ def test_micro_batches_equal_one_mini_batch(agg, token_adv):
     moved = max(float(np.abs(np.asarray(a) - np.asarray(p)).max())
                 for a, p in zip(jax.tree.leaves(s1.params), jax.tree.leaves(params)))
     assert moved > 1e-4
+
+
+def test_step_reports_the_scheduled_learning_rate():
+    model = models.init_model(ModelConfig.tiny(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=1,
+                                               num_heads=2, num_kv_heads=1), seed=1)
+    graphdef, params = nnx.split(model)
+    schedule = optax.linear_schedule(0.5, 0.1, 4)
+    opt = optax.sgd(schedule)
+    step = jax.jit(make_grpo_step(graphdef, opt, GRPOLossConfig(kl_coef=0.0), schedule=schedule))
+    b = batch()
+    b = GRPOBatch(**{**b, "advantages": np.broadcast_to(b["advantages"][:, None], (8, 12)), "ref_logp": None})
+    state = init_train_state(params, opt)
+    lrs = []
+    for _ in range(2):
+        state, m = step(state, b)
+        lrs.append(float(m["lr"]))
+        assert np.isfinite(float(m["grad_norm"]))
+    np.testing.assert_allclose(lrs, [0.5, 0.4], rtol=1e-6)
