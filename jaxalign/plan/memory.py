@@ -103,7 +103,7 @@ def rollout_bytes(config: ModelConfig, tensor: int, rows: int, cache_len: int, d
     return {"weights": weights, "kv_cache": cache * np.dtype(dtype).itemsize // kv_split}
 
 
-def _abstract_batch(step: StepShape, mesh: Mesh) -> dict:
+def _abstract_batch(step: StepShape, mesh: Mesh):
     def leaf(shape, dtype, axis):
         sh = sharding.batch_sharding(mesh, sharding.TRAIN_RULES, len(shape), axis)
         return jax.ShapeDtypeStruct(shape, dtype, sharding=sh)
@@ -113,12 +113,11 @@ def _abstract_batch(step: StepShape, mesh: Mesh) -> dict:
         return {k: leaf(shape, jnp.int32, 1) for k in ("input_ids", "attention_mask", "positions", "loss_mask")}
     lead, axis = ((step.accum,), 1) if step.accum > 1 else ((), 0)
     shape = (*lead, step.rows, step.seq_len)
-    batch = {k: leaf(shape, jnp.int32, axis) for k in ("input_ids", "attention_mask", "positions", "target_mask")}
-    batch["old_logp"] = leaf(shape, jnp.float32, axis)
-    batch["advantages"] = leaf((*lead, step.rows), jnp.float32, axis)
-    if step.kl:
-        batch["ref_logp"] = leaf(shape, jnp.float32, axis)
-    return batch
+    from jaxalign.rl.batch import GRPOBatch
+
+    ints = {k: leaf(shape, jnp.int32, axis) for k in ("input_ids", "attention_mask", "positions", "target_mask")}
+    return GRPOBatch(**ints, advantages=leaf(shape, jnp.float32, axis), old_logp=leaf(shape, jnp.float32, axis),
+                     ref_logp=leaf(shape, jnp.float32, axis) if step.kl else None)
 
 
 def compiled_bytes(config: ModelConfig, mesh: Mesh, step: StepShape, optim: OptimConfig = OptimConfig()) -> dict:

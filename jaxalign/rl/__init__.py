@@ -1,5 +1,5 @@
 """Reinforcement learning (ASTER stage 2): GRPO."""
 
-from jaxalign.rl import grpo
+from jaxalign.rl import advantages, grpo
 
-__all__ = ["grpo"]
+__all__ = ["advantages", "grpo"]

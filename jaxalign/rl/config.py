@@ -34,28 +34,37 @@ class StageConfig:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ModelRewardConfig:
-    """A reward read from a language model, added to the verifier's outcome reward.
+    """A reward read from a model, added to the verifier's outcome reward (jaxalign.rewards.protocol).
 
-    "endogenous": r_t = Q(s_t, a_t) - V(s_{t+1}) from the reward LM's logits (jaxalign.rewards.endogenous)
-    on each policy token (tool-output tokens get none). "dense" mode gives each token the
-    group-normalised reward-to-go; "sparse" puts the response's sum on its last token.
+    "endogenous": r_t = Q(s_t, a_t) - V(s_{t+1}) from a reward LM's logits (jaxalign.rewards.endogenous)
+    on each policy token (tool-output tokens get none). "sentence": a trained sentence-level reward
+    model (a `jaxalign rm train` run) puts each sentence reward s_k on the policy token where sentence
+    k ends (jaxalign.rewards.sentence.reward). "dense" mode gives each token the group-normalised
+    reward-to-go; "sparse" puts the response's sum (for "sentence": v_last - v_0) on its last token,
+    which makes the advantage one group-normalised value per response.
     """
 
-    kind: Literal["none", "endogenous"] = "none"
+    kind: Literal["none", "endogenous", "sentence"] = "none"
     model: str = ""
-    """The reward LM (HF directory, .gguf or registry name); empty: the initial policy checkpoint."""
+    """"endogenous": the reward LM (HF directory, .gguf or registry name; empty: the initial policy
+    checkpoint). "sentence": the reward model's run directory (required)."""
     alpha: float = 1.0
+    """"endogenous" only: the soft value's temperature."""
     terminal: Literal["zero", "bootstrap"] = "zero"
+    """"endogenous" only: the value after the last token."""
     mode: Literal["dense", "sparse"] = "dense"
     coef: float = 1.0
     """Weight of the model reward."""
     outcome_coef: float = 1.0
     """Weight of the verifier's outcome reward (placed on the last response token)."""
     batch_size: int = 16
+    """Responses per reward-model forward."""
 
     def __post_init__(self):
         positive(self, "alpha", "batch_size")
         non_negative(self, "coef", "outcome_coef")
+        require(self, "model", self.kind != "sentence" or bool(self.model),
+                "kind=sentence needs the reward model's run directory (a `jaxalign rm train` run_dir)")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -1,4 +1,4 @@
-"""GRPO as pure functions: group-normalised advantages, the clipped policy loss, KL estimators.
+"""GRPO as pure functions: the clipped policy loss, KL estimators, aggregation (advantages: rl/advantages.py).
 
 Shapes: N trajectories laid out as consecutive groups of G (same prompt); B rows, T tokens.
 All token-level arrays are aligned with *targets*: `logp[b, t]` is the log-prob of the token the
@@ -14,27 +14,6 @@ import jax
 import jax.numpy as jnp
 
 Agg = Literal["token-mean", "seq-mean-token-mean", "seq-sum-norm"]
-
-
-def group_advantages(rewards_N: jax.Array, group_size: int, *, eps: float = 1e-6,
-                     std: Literal["unbiased", "population", "none"] = "unbiased") -> jax.Array:
-    """A_i = (R_i - mean(group)) / (std(group) + eps); `std="none"` is Dr. GRPO (no division).
-
-    A group whose rewards are all equal gets zero advantage (no signal either way).
-    """
-    r = jnp.asarray(rewards_N, jnp.float32)
-    if r.shape[0] % group_size:
-        raise ValueError(f"{r.shape[0]} rewards do not form groups of {group_size}")
-    if std == "unbiased" and group_size < 2:
-        raise ValueError("the unbiased std needs group_size >= 2")
-    g = r.reshape(-1, group_size)
-    centred = g - g.mean(axis=1, keepdims=True)
-    if std == "none":
-        return centred.reshape(-1)
-    ddof = 1 if std == "unbiased" else 0
-    sd = g.std(axis=1, ddof=ddof, keepdims=True)
-    # An all-equal group has centred == 0: return exactly 0 even with eps = 0 (no 0/0).
-    return jnp.where(sd > 0, centred / (sd + eps), 0.0).reshape(-1)
 
 
 def kl_penalty(logp_BT: jax.Array, ref_logp_BT: jax.Array, kind: Literal["k1", "k2", "k3"]) -> jax.Array:

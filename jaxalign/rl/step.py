@@ -12,9 +12,10 @@ import optax
 from flax import nnx
 
 from jaxalign.config import non_negative, require
+from jaxalign.rl.batch import GRPOBatch
 from jaxalign.rl.grpo import aggregate, kl_penalty, policy_loss
-from jaxalign.sft.step import TrainState
 from jaxalign.train.logprobs import target_logprobs
+from jaxalign.train.state import TrainState, apply_gradients
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -41,11 +42,6 @@ class GRPOLossConfig:
         require(self, "norm_len", self.norm_len is None or self.norm_len > 0, "must be > 0 (or null)")
 
 
-def shift_mask(loss_mask_BT: jax.Array) -> jax.Array:
-    """Token mask [B, T] (1 on policy tokens) -> target mask: position t predicts token t + 1."""
-    return jnp.concatenate([loss_mask_BT[:, 1:], jnp.zeros_like(loss_mask_BT[:, :1])], axis=1)
-
-
 def make_logprob_fn(graphdef) -> Callable:
     """`(params, batch) -> (logp [B, T], entropy [B, T])` at target positions (no gradients)."""
 
@@ -57,23 +53,23 @@ def make_logprob_fn(graphdef) -> Callable:
     return fn
 
 
-def make_grpo_step(graphdef, optimizer: optax.GradientTransformation,
-                   loss: GRPOLossConfig = GRPOLossConfig()) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
-    """Builds `(state, batch) -> (state, metrics)` for one mini-batch [B, T].
+def make_grpo_step(graphdef, optimizer: optax.GradientTransformation, loss: GRPOLossConfig = GRPOLossConfig(),
+                   schedule: optax.Schedule | None = None
+                   ) -> Callable[[TrainState, GRPOBatch], tuple[TrainState, dict]]:
+    """Builds `(state, batch) -> (state, metrics)` for one mini-batch `GRPOBatch` [B, T].
 
-    batch: input_ids, attention_mask, positions, target_mask (policy tokens, target-aligned),
-    old_logp, advantages [B] (or per token, [B, T]); ref_logp when kl_coef > 0. With a leading
-    micro-batch axis on every leaf ([M, b, T], advantages [M, b] or [M, b, T]) gradients are
-    accumulated over the M micro-batches under `lax.scan`: the same update and metrics as the
-    [M * b, T] mini-batch, with 1/M of its activation memory.
+    `batch.ref_logp` is needed when kl_coef > 0. With a leading micro-batch axis on every field
+    ([M, b, T], `GRPOBatch.micro_batches`) gradients are accumulated over the M micro-batches under
+    `lax.scan`: the same update and metrics as the [M * b, T] mini-batch, with 1/M of its
+    activation memory. metrics: loss, the policy-loss aux terms, grad_norm, and lr with a `schedule`.
     """
 
     def loss_fn(params, batch):
         model = nnx.merge(graphdef, params)
-        logp, entropy = target_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["positions"],
+        logp, entropy = target_logprobs(model, batch.input_ids, batch.attention_mask, batch.positions,
                                         with_entropy=True)  # entropy is always reported
-        mask = batch["target_mask"]
-        pg, aux = policy_loss(logp, batch["old_logp"], batch["advantages"], mask, eps_low=loss.eps_low,
+        mask = batch.target_mask
+        pg, aux = policy_loss(logp, batch.old_logp, batch.advantages, mask, eps_low=loss.eps_low,
                               eps_high=loss.eps_high, dual_clip=loss.dual_clip, agg=loss.agg,
                               norm_len=loss.norm_len)
         total = pg
@@ -81,7 +77,7 @@ def make_grpo_step(graphdef, optimizer: optax.GradientTransformation,
         if loss.entropy_coef:
             total = total - loss.entropy_coef * ent
         if loss.kl_coef:
-            kl = aggregate(kl_penalty(logp, batch["ref_logp"], loss.kl_kind), mask, "token-mean")
+            kl = aggregate(kl_penalty(logp, batch.ref_logp, loss.kl_kind), mask, "token-mean")
             total = total + loss.kl_coef * kl
             aux["kl_ref"] = kl
         aux["pg_loss"] = pg
@@ -95,7 +91,7 @@ def make_grpo_step(graphdef, optimizer: optax.GradientTransformation,
         return w_pg * aux["pg_loss"] + w_tok * (total - aux["pg_loss"]), aux
 
     def accumulated(params, batch):
-        m = batch["target_mask"].astype(jnp.float32)  # [M, b, T]
+        m = batch.target_mask.astype(jnp.float32)  # [M, b, T]
         tokens = m.sum((1, 2))
         seqs = (m.sum(2) > 0).sum(1).astype(jnp.float32)
         w_tok = tokens / jnp.maximum(tokens.sum(), 1.0)
@@ -117,14 +113,12 @@ def make_grpo_step(graphdef, optimizer: optax.GradientTransformation,
         (grads, total, aux), _ = jax.lax.scan(body, init, (batch, w_pg, w_tok))
         return (total, aux), grads
 
-    def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-        if batch["input_ids"].ndim == 3:  # [M, b, T]: M micro-batches, gradients accumulated
+    def step(state: TrainState, batch: GRPOBatch) -> tuple[TrainState, dict]:
+        if batch.input_ids.ndim == 3:  # [M, b, T]: M micro-batches, gradients accumulated
             (total, aux), grads = accumulated(state.params, batch)
         else:
             (total, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": total, "grad_norm": optax.tree.norm(grads), **aux}
-        return TrainState(params=params, opt_state=opt_state, step=state.step + 1), metrics
+        state, update_metrics = apply_gradients(state, grads, optimizer, schedule)
+        return state, {"loss": total, **update_metrics, **aux}
 
     return step

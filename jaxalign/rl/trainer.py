@@ -24,11 +24,10 @@ from jaxalign.config import ConfigError
 from jaxalign.data.checks import DataError
 from jaxalign.data.tasks import load_task
 from jaxalign.eval.evaluate import evaluate
-from jaxalign.rewards.dense import with_token_advantages
 from jaxalign.rewards.verify import get_reward
-from jaxalign.rl.batch import trajectory_rows
+from jaxalign.rl.advantages import group_advantages
+from jaxalign.rl.batch import grpo_batch
 from jaxalign.rl.config import GRPOConfig, StageConfig
-from jaxalign.rl.grpo import group_advantages
 from jaxalign.rl.placement import Placement
 from jaxalign.rl.step import make_grpo_step, make_logprob_fn
 from jaxalign.rollout.engine import RolloutEngine
@@ -75,7 +74,7 @@ class GRPOTrainer:
         self.placement = Placement(c.run.mesh, c.rollout_mesh, c.reference_mesh)
         log.info("GRPO placement: %s", self.placement.describe())
         self.mesh = self.placement.train_mesh
-        self.step_fn, self.state = compile_step(make_grpo_step(self.graphdef, self.optimizer, c.loss),
+        self.step_fn, self.state = compile_step(make_grpo_step(self.graphdef, self.optimizer, c.loss, self.schedule),
                                                 init_train_state(params, self.optimizer), self.mesh,
                                                 sharding.TRAIN_RULES, batch_axis=0 if c.micro_batches == 1 else 1)
         params_sh = sharding.tree_shardings(params, self.mesh, sharding.TRAIN_RULES)
@@ -146,7 +145,8 @@ class GRPOTrainer:
                                 for t, i in zip(trajs, [i for i in idx for _ in range(g)])], np.float32)
             adv = np.asarray(group_advantages(rewards, g, std=c.advantage_std)) if idx else rewards
             if self.model_reward is not None and idx:  # per-token advantages [n][T_i] from the reward LM
-                adv, sums = self.model_reward.advantages(trajs, rewards, g, c.advantage_std)
+                adv, sums = self.model_reward.advantages(trajs, rewards, g, c.advantage_std, prompts=[
+                    self.train_problems[i].question for i in idx for _ in range(g)])
                 model_sums.append(sums)
             solved = [float(rewards[k * g:(k + 1) * g].min() == 1.0) for k in range(len(idx))]
             for i, flag in zip(drawn, (f for host in distributed.gather_lists(solved) for f in host)):
@@ -221,30 +221,26 @@ class GRPOTrainer:
         # One row length on every host (the global batch is one array).
         t_len = bucket(max((len(t.prompt_tokens) + len(t.tokens) for t in trajs), default=1), minimum=64)
         t_len = int(max(n[0] for n in distributed.gather_lists([t_len])))
-        token_level = self.model_reward is not None
-        batch = trajectory_rows(trajs, [0.0] * len(trajs) if token_level else advs, rows=rows,
-                                pad_id=self.tok.pad_token_id or 0, min_len=t_len)
-        if token_level:  # [rows, T] advantages, target-aligned like the mask
-            batch = with_token_advantages(batch, [len(t.prompt_tokens) for t in trajs], advs)
-        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "positions")}
+        # advs: a float per trajectory (outcome) or one value per response token (model rewards)
+        batch, sampler_logp = grpo_batch(trajs, advs, rows=rows, pad_id=self.tok.pad_token_id or 0, min_len=t_len)
+        inputs = batch.inputs()
         old_logp = self.placement.logprobs(self.logprob_fn, self.state.params, inputs, self.mesh)
+        ref_logp = None
         if self.ref_params is not None:
-            batch["ref_logp"] = self.placement.logprobs(self.ref_logprob_fn, self.ref_params, inputs,
-                                                        self.placement.reference_mesh)
-        mask = batch["target_mask"].astype(bool)
-        mismatch = float(np.abs(batch["sampler_logp"] - old_logp)[mask].mean()) if mask.any() else 0.0
-        batch["old_logp"] = old_logp
-        del batch["sampler_logp"]
+            ref_logp = self.placement.logprobs(self.ref_logprob_fn, self.ref_params, inputs,
+                                               self.placement.reference_mesh)
+        mask = batch.target_mask.astype(bool)
+        mismatch = float(np.abs(sampler_logp - old_logp)[mask].mean()) if mask.any() else 0.0
+        batch = batch.replace(old_logp=old_logp, ref_logp=ref_logp)
         mb = rows // c.mini_batches
         real = int(max(n[0] for n in distributed.gather_lists([len(trajs)])))  # the same decision on every host
         metrics: dict[str, list[float]] = {}
         for m in range(c.mini_batches):
             if m * mb >= real:  # all-padding mini-batch: skip (AdamW momentum would still move weights)
                 break
-            sl = slice(m * mb, (m + 1) * mb)
-            mini = {k: v[sl] for k, v in batch.items()}
+            mini = batch.rows(slice(m * mb, (m + 1) * mb))
             if c.micro_batches > 1:  # [M, b, ...]: accumulated inside the step
-                mini = {k: v.reshape(c.micro_batches, -1, *v.shape[1:]) for k, v in mini.items()}
+                mini = mini.micro_batches(c.micro_batches)
             self.state, out = self.step_fn(self.state, mini)
             for k, v in jax.device_get(out).items():
                 metrics.setdefault(k, []).append(float(v))
@@ -289,7 +285,8 @@ class GRPOTrainer:
         return len(self.stages) - 1, self.stages[-1]
 
     def evaluate(self, stage=None, problems=None) -> dict:
-        """Held-out evaluation with the current weights (greedy unless eval sampling is set)."""
+        """Held-out evaluation with the current weights, sampled at `eval.temperature` (0: greedy; default:
+        the rollout temperature of `stage`)."""
         stage = stage or self.stages[-1]
         return evaluate(self._engine(stage), problems or self.eval_problems, self.config.eval,
                         system_prompt=self.config.system_prompt)

@@ -18,9 +18,10 @@ def compile_step(step: Callable, state: Any, mesh: Mesh, rules: Rules, *, batch_
     """Places `state` on `mesh` and jits `step(state, batch) -> (state, metrics)` with explicit
     state shardings and the activation-constraint context active while tracing.
 
-    Batch leaves are placed with their axis `batch_axis` (1 for SFT's [A, B, T], 0 for GRPO's
-    [B, T] and [B]) split over ("data", "fsdp"). On several processes each passes only its own rows
-    (`jaxalign.distributed.batch_rows`). Returns (compiled step, placed state).
+    Batch leaves (of a dict or a struct dataclass such as `GRPOBatch`) are placed with their axis
+    `batch_axis` (1 for SFT's [A, B, T], 0 for GRPO's [B, T]) split over ("data", "fsdp"). On
+    several processes each passes only its own rows (`jaxalign.distributed.batch_rows`). Returns
+    (compiled step, placed state).
     """
     state_sh = sharding.tree_shardings(state, mesh, rules)
     # A copy, never an alias: the step donates its state, which must not delete the caller's arrays
@@ -44,6 +45,7 @@ def compile_step(step: Callable, state: Any, mesh: Mesh, rules: Rules, *, batch_
         return jax.make_array_from_process_local_data(sh, np.asarray(v))
 
     def run(s, batch):
-        return jitted(s, {k: place(v) for k, v in batch.items()})
+        # any pytree of arrays (a dict, a struct dataclass); None fields are empty subtrees, left as None
+        return jitted(s, jax.tree.map(place, batch))
 
     return run, placed

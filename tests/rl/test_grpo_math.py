@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxalign.rl.grpo import aggregate, group_advantages, kl_penalty, policy_loss
+from jaxalign.rl.advantages import group_advantages
+from jaxalign.rl.grpo import aggregate, kl_penalty, policy_loss
 
 
 def test_group_advantages_by_hand():

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from jaxalign import models
-from jaxalign.rewards.dense import token_advantages
 from jaxalign.rewards.endogenous import token_rewards
+from jaxalign.rl.advantages import token_advantages
 from jaxalign.rl.config import ModelRewardConfig
 from jaxalign.rl.model_reward import ModelReward
 from jaxalign.rl.trainer import GRPOTrainer

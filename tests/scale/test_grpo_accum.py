@@ -8,6 +8,7 @@ from flax import nnx
 
 from jaxalign import models
 from jaxalign.models import ModelConfig
+from jaxalign.rl.batch import GRPOBatch
 from jaxalign.rl.step import GRPOLossConfig, make_grpo_step
 from jaxalign.train.state import init_train_state
 
@@ -36,7 +37,9 @@ def test_micro_batches_equal_one_mini_batch(agg, token_adv):
     full = batch()
     if token_adv:  # per-token advantages [B, T] (dense rewards) are not mistaken for micro-batches
         full["advantages"] = full["advantages"][:, None] * np.linspace(0.5, 1.5, 12, dtype=np.float32)[None]
-    micro = {k: v.reshape(4, 2, *v.shape[1:]) for k, v in full.items()}  # 4 micro-batches of 2 rows
+    adv = full["advantages"]  # a sequence advantage is broadcast onto every token
+    full = GRPOBatch(**{**full, "advantages": np.broadcast_to(adv[:, None], (8, 12)) if adv.ndim == 1 else adv})
+    micro = full.micro_batches(4)  # 4 micro-batches of 2 rows
     s1, m1 = step(init_train_state(params, opt), full)
     s4, m4 = step(init_train_state(params, opt), micro)
     assert set(m1) == set(m4)
@@ -47,3 +50,21 @@ def test_micro_batches_equal_one_mini_batch(agg, token_adv):
     moved = max(float(np.abs(np.asarray(a) - np.asarray(p)).max())
                 for a, p in zip(jax.tree.leaves(s1.params), jax.tree.leaves(params)))
     assert moved > 1e-4
+
+
+def test_step_reports_the_scheduled_learning_rate():
+    model = models.init_model(ModelConfig.tiny(vocab_size=64, hidden_size=32, intermediate_size=64, num_layers=1,
+                                               num_heads=2, num_kv_heads=1), seed=1)
+    graphdef, params = nnx.split(model)
+    schedule = optax.linear_schedule(0.5, 0.1, 4)
+    opt = optax.sgd(schedule)
+    step = jax.jit(make_grpo_step(graphdef, opt, GRPOLossConfig(kl_coef=0.0), schedule=schedule))
+    b = batch()
+    b = GRPOBatch(**{**b, "advantages": np.broadcast_to(b["advantages"][:, None], (8, 12)), "ref_logp": None})
+    state = init_train_state(params, opt)
+    lrs = []
+    for _ in range(2):
+        state, m = step(state, b)
+        lrs.append(float(m["lr"]))
+        assert np.isfinite(float(m["grad_norm"]))
+    np.testing.assert_allclose(lrs, [0.5, 0.4], rtol=1e-6)

@@ -14,6 +14,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxalign import models, sharding
 from jaxalign.models import ModelConfig
+from jaxalign.rl.batch import GRPOBatch
 from jaxalign.rl.step import GRPOLossConfig, make_grpo_step, make_logprob_fn
 from jaxalign.sampling import Sampler, SamplingConfig
 from jaxalign.sft.step import make_sft_step
@@ -63,9 +64,10 @@ def grpo_batch(model):
     # old_logp off the current policy by up to +-0.4 so both clip sides and the dual clip are hit
     old = np.asarray(logp) + rng.uniform(-0.4, 0.4, logp.shape).astype(np.float32)
     target = np.concatenate([mask[:, 1:], np.zeros((8, 1), np.int32)], 1) * (rng.rand(8, 16) < 0.8)
-    return {"input_ids": ids, "attention_mask": mask, "positions": np.tile(np.arange(16, dtype=np.int32), (8, 1)),
-            "target_mask": target.astype(np.int32), "old_logp": old,
-            "advantages": rng.choice([-1.5, -0.5, 0.5, 1.5], 8).astype(np.float32)}
+    adv = rng.choice([-1.5, -0.5, 0.5, 1.5], 8).astype(np.float32)
+    return GRPOBatch(input_ids=ids, attention_mask=mask, positions=np.tile(np.arange(16, dtype=np.int32), (8, 1)),
+                     target_mask=target.astype(np.int32), old_logp=old,
+                     advantages=np.broadcast_to(adv[:, None], (8, 16)).copy())
 
 
 def run_steps(make_step, model, batch, shape, batch_axis, steps=2):

@@ -1,15 +1,16 @@
-"""Token-level rewards as GRPO advantages (host side): the endogenous reward's hook into RL.
+"""GRPO advantages (all of them): group-normalised outcome advantages and per-token advantages.
 
-GRPO normalises rewards within a group of G responses to one prompt. With per-token rewards
-(process supervision, DeepSeekMath §4.1.3), the rewards that carry signal are normalised by the
-mean and standard deviation of all such rewards in the group, and a token's advantage is the sum
-of the normalised rewards from it to the end of its response (reward-to-go):
+Outcome rewards: one per trajectory, normalised within each group of G responses to one prompt
+(`group_advantages`). Per-token rewards (process supervision, DeepSeekMath §4.1.3; a reward
+function of `jaxalign.rewards.protocol`): the rewards that carry signal are normalised by the mean
+and standard deviation of all such rewards in the group, and a token's advantage is the sum of the
+normalised rewards from it to the end of its response (reward-to-go):
 
     r~_j = (r_j - mean(group)) / (std(group) + eps),     A_t = sum_{j >= t, j carries a reward} r~_j
 
 "sparse" mode places only the response total on its last token: then A_t is the ordinary outcome
-GRPO advantage (`jaxalign.rl.grpo.group_advantages`) on every token. "dense" mode puts r_t on
-every token. `jaxalign.rl.batch.trajectory_rows` takes the resulting per-token arrays.
+GRPO advantage (`group_advantages`) on every token. "dense" mode puts r_t on every token.
+`jaxalign.rl.batch.grpo_batch` places either kind on the response tokens of a `GRPOBatch`.
 """
 
 from __future__ import annotations
@@ -17,13 +18,37 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 Mode = Literal["dense", "sparse"]
+Std = Literal["unbiased", "population", "none"]
+
+
+def group_advantages(rewards_N: jax.Array, group_size: int, *, eps: float = 1e-6,
+                     std: Std = "unbiased") -> jax.Array:
+    """A_i = (R_i - mean(group)) / (std(group) + eps); `std="none"` is Dr. GRPO (no division).
+
+    A group whose rewards are all equal gets zero advantage (no signal either way).
+    """
+    r = jnp.asarray(rewards_N, jnp.float32)
+    if r.shape[0] % group_size:
+        raise ValueError(f"{r.shape[0]} rewards do not form groups of {group_size}")
+    if std == "unbiased" and group_size < 2:
+        raise ValueError("the unbiased std needs group_size >= 2")
+    g = r.reshape(-1, group_size)
+    centred = g - g.mean(axis=1, keepdims=True)
+    if std == "none":
+        return centred.reshape(-1)
+    ddof = 1 if std == "unbiased" else 0
+    sd = g.std(axis=1, ddof=ddof, keepdims=True)
+    # An all-equal group has centred == 0: return exactly 0 even with eps = 0 (no 0/0).
+    return jnp.where(sd > 0, centred / (sd + eps), 0.0).reshape(-1)
 
 
 def token_advantages(token_rewards: Sequence[np.ndarray], group_size: int, *, mode: Mode = "dense",
-                     std: Literal["unbiased", "population", "none"] = "unbiased",
+                     std: Std = "unbiased",
                      eps: float = 1e-6) -> list[np.ndarray]:
     """Per-token advantages (one float32 array per response, same lengths as `token_rewards`).
 
@@ -51,23 +76,4 @@ def token_advantages(token_rewards: Sequence[np.ndarray], group_size: int, *, mo
                 out.append(np.cumsum(c[::-1])[::-1].astype(np.float32))  # reward-to-go
             else:
                 out.append(np.full(r.shape, c[0], np.float32))
-    return out
-
-
-def with_token_advantages(rows: dict[str, np.ndarray], prompt_lengths: Sequence[int],
-                          advantages: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-    """GRPO rows (`jaxalign.rl.batch.trajectory_rows`) with per-token advantages [rows, T].
-
-    `advantages[i]` holds one value per response token of row i, whose prompt has
-    `prompt_lengths[i]` tokens; they are placed target-aligned like `target_mask` (position t
-    carries token t + 1). `jaxalign.rl.grpo.policy_loss` takes [B] or [B, T] advantages alike.
-    """
-    out = dict(rows)
-    adv = np.zeros(rows["input_ids"].shape, np.float32)
-    for i, (p, a) in enumerate(zip(prompt_lengths, advantages)):
-        a = np.asarray(a, np.float32)
-        if p < 1 or p - 1 + a.size > adv.shape[1]:
-            raise ValueError(f"row {i}: {a.size} advantages after a {p}-token prompt do not fit {adv.shape[1]} tokens")
-        adv[i, p - 1:p - 1 + a.size] = a
-    out["advantages"] = adv
     return out

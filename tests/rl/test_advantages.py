@@ -1,10 +1,12 @@
-"""The endogenous reward as a GRPO reward: per-token advantages (dense and sparse) and their rows."""
+"""GRPO advantages: per-token advantages (dense and sparse) and their place in a GRPOBatch."""
 
 import numpy as np
 import pytest
 
-from jaxalign.rewards.dense import token_advantages, with_token_advantages
-from jaxalign.rl.grpo import group_advantages, policy_loss
+from jaxalign.rl.advantages import group_advantages, token_advantages
+from jaxalign.rl.batch import grpo_batch
+from jaxalign.rl.grpo import policy_loss
+from jaxalign.rollout.types import Trajectory
 
 
 def test_dense_advantages_hand_computed():
@@ -38,22 +40,30 @@ def test_bad_groups_are_rejected():
         token_advantages([np.ones(2)] * 2, 2, mode="both")
 
 
+def trajectories(prompts, responses):
+    return [Trajectory(prompt_tokens=[1] * p, tokens=[2] * n, loss_mask=[1] * n, logprobs=[0.0] * n)
+            for p, n in zip(prompts, responses)]
+
+
 def test_token_advantage_rows_feed_the_grpo_loss():
-    """Sparse per-token advantages in GRPO rows give exactly the loss of per-trajectory advantages."""
+    """Sparse per-token advantages in a GRPOBatch give exactly the loss of per-trajectory advantages."""
     prompts, responses = [3, 2], [4, 5]
-    t = 10
-    rows = {"input_ids": np.zeros((2, t), np.int32), "target_mask": np.zeros((2, t), np.int32),
-            "advantages": np.zeros((2,), np.float32)}
+    t = 16
+    target_mask = np.zeros((2, t), np.int32)
     for i, (p, n) in enumerate(zip(prompts, responses)):
-        rows["target_mask"][i, p - 1:p - 1 + n] = 1
+        target_mask[i, p - 1:p - 1 + n] = 1  # target-aligned: position p - 1 predicts response token 0
     per_traj = np.array([0.7, -1.3], np.float32)
-    out = with_token_advantages(rows, prompts, [np.full(n, a) for n, a in zip(responses, per_traj)])
-    assert out["advantages"].shape == (2, t) and rows["advantages"].shape == (2,)
-    np.testing.assert_array_equal(out["advantages"] != 0, rows["target_mask"] == 1)
+    trajs = trajectories(prompts, responses)
+    out, _ = grpo_batch(trajs, [np.full(n, a) for n, a in zip(responses, per_traj)], rows=2, min_len=t)
+    broadcast, _ = grpo_batch(trajs, list(per_traj), rows=2, min_len=t)  # sequence advantages
+    assert out.advantages.shape == (2, t)
+    np.testing.assert_array_equal(out.target_mask, target_mask)
+    np.testing.assert_array_equal(out.advantages != 0, target_mask == 1)
+    np.testing.assert_array_equal(out.advantages, broadcast.advantages)
     rng = np.random.default_rng(1)
     logp, old = rng.normal(size=(2, t)) * 0.1 - 1, rng.normal(size=(2, t)) * 0.1 - 1
-    by_token, _ = policy_loss(logp, old, out["advantages"], rows["target_mask"])
-    by_traj, _ = policy_loss(logp, old, per_traj, rows["target_mask"])
+    by_token, _ = policy_loss(logp, old, out.advantages, target_mask)
+    by_traj, _ = policy_loss(logp, old, per_traj, target_mask)
     np.testing.assert_allclose(float(by_token), float(by_traj), rtol=1e-6)
     with pytest.raises(ValueError, match="fit"):
-        with_token_advantages(rows, [8], [np.ones(5)])
+        grpo_batch(trajectories([8], [5]), [np.ones(4)], rows=1, min_len=t)
