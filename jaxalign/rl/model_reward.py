@@ -35,10 +35,11 @@ def build_reward(config: ModelRewardConfig, default_model: str, tokenizer) -> Re
         return EndogenousReward(EndogenousScorer(model, tokenizer, alpha=config.alpha, terminal=config.terminal,
                                                  batch_size=config.batch_size))
     if config.kind == "sentence":
-        from jaxalign.rewards.sentence.reward import SentenceReward
 
         # the RM re-tokenises the decoded response with its own tokenizer: any policy vocabulary works
-        return SentenceReward.from_run(config.model, tokenizer, batch_size=config.batch_size)
+        from jaxalign.rm.trainer import sentence_reward
+
+        return sentence_reward(config.model, tokenizer, batch_size=config.batch_size)
     raise ValueError(f"model_reward.kind must be 'endogenous' or 'sentence' here, got {config.kind!r}")
 
 

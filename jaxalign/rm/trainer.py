@@ -255,3 +255,16 @@ def evaluate_model(config: RMConfig, rm, tok, end_id, pairs) -> dict:
     return evaluate_encoded(score, params, frozen, enc, batch_size=config.eval_batch_size,
                             pad_id=tok.pad_token_id or 0, length_multiple=config.data.length_multiple,
                             ends_multiple=config.data.ends_multiple)
+
+
+def sentence_reward(run_dir: str, policy_tokenizer, *, batch_size: int = 8):
+    """The latest checkpoint of a `jaxalign rm train` run (kind "sentence") as a reward function over
+    the policy's trajectories (`jaxalign.rewards.SentenceReward`), with the run's own scoring options."""
+    from jaxalign.rewards.sentence.reward import SentenceReward
+
+    config, rm, tok, end_id = load_trained(run_dir)
+    if config.kind != "sentence":
+        raise ValueError(f"{run_dir}: a {config.kind!r} reward model has no sentence rewards; train with kind=sentence")
+    return SentenceReward(rm, tok, end_id, policy_tokenizer, splitter=config.data.splitter,
+                          system_prompt=config.data.system_prompt, use_attention=config.use_attention,
+                          use_rope=config.use_rope, rope_theta=config.rope_theta, batch_size=batch_size)

@@ -10,6 +10,7 @@ A trainer supplies three things:
   around jitted updates (GRPO's mini-batches). Metrics may stay on the device: the loop reads (and
   writes) them only at the log cadence and at a save (no device sync per step), or every step with
   `read_every_step` (GRPO, whose metrics are host values anyway); the console shows every log_every.
+  Steps whose metrics were read (log cadence, saves) are written to metrics.jsonl.
 * `source`: `next_batch(step) -> (batch, host metrics) | None`, `position() -> dict` (JSON, the
   position after the batches handed out so far) and `restore(position, step)`. SFT and the reward
   model use `jaxalign.train.batches.OrderedBatches`; GRPO's source is its rollout phase.
@@ -103,7 +104,7 @@ def run_loop(run: RunConfig, *, name: str, total: int, state: Any, step_fn: Call
                 more = after_step(step, host) if after_step is not None else None
                 if more:
                     host.update(more)
-                if due_log or more or read_every_step:
+                if due_log or due_save or more or read_every_step:  # read anyway: write them
                     logger.log(step, host, prefix="train")
                     history.append(host)
                     if due_log:

@@ -10,7 +10,7 @@ from jaxalign import config as cfglib
 from jaxalign import models
 from jaxalign import tokenizer as toklib
 from jaxalign.config import FieldError
-from jaxalign.rewards import EndogenousReward, OutcomeReward, SentenceReward
+from jaxalign.rewards import EndogenousReward, OutcomeReward
 from jaxalign.rewards.endo_scorer import EndogenousScorer
 from jaxalign.rewards.endogenous import token_rewards
 from jaxalign.rewards.sentence.encode import encode_with_ends
@@ -24,14 +24,14 @@ from tests.rl.test_trainer import policy_dir  # noqa: F401  (module-scoped fixtu
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY_RM = ["data.max_train_pairs=16", "data.max_test_pairs=8", "data.max_len=256", "data.length_multiple=256",
            "data.ends_multiple=16", "init.num_layers=1", "init.hidden_size=32", "init.intermediate_size=64",
-           "init.num_heads=2", "init.num_kv_heads=1", "head_dim=8", "batch_size=8", "max_steps=2", "save_every=2",
-           "log_every=1", "eval_batch_size=8"]
+           "init.num_heads=2", "init.num_kv_heads=1", "head_dim=8", "batch_size=8", "max_steps=2", "run.save_every=2",
+           "run.log_every=1", "eval_batch_size=8"]
 
 
 def train_tiny_rm(run_dir) -> str:
     """A sentence RM trained for 2 steps from scratch (configs/rm/tiny_cpu.yaml, shrunk): its run directory."""
     config = cfglib.load(RMConfig, os.path.join(ROOT, "configs/rm/tiny_cpu.yaml"),
-                         TINY_RM + ["kind=sentence", f"run_dir={run_dir}"])
+                         TINY_RM + ["kind=sentence", f"run.run_dir={run_dir}"])
     train_rm(config, resume=False)
     return str(run_dir)
 
@@ -91,7 +91,9 @@ def test_endogenous_reward_is_the_formula_on_policy_tokens(policy_dir):  # noqa:
 
 
 def test_sentence_reward_lands_on_sentence_ends_with_the_rms_own_rewards(tiny_rm):
-    reward = SentenceReward.from_run(tiny_rm, toklib.load("smollm2-135m-instruct"), batch_size=4)
+    from jaxalign.rm.trainer import sentence_reward
+
+    reward = sentence_reward(tiny_rm, toklib.load("smollm2-135m-instruct"), batch_size=4)
     rm, tok, end_id = reward.rm, reward.rm_tokenizer, reward.end_id
     prompts = ["What is 2 + 3?", "Say hi.", "What is 6 * 7?"]
     texts = ["2 + 3 = 5. The answer is 5.", "Hello!\nHow are you?", "6 * 7 = 42. So the answer is 42."]

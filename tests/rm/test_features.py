@@ -117,7 +117,7 @@ def test_cache_is_reused_and_shared(tmp_path, monkeypatch):
 def test_cache_rows_match_the_model_and_other_settings_recompute(tmp_path):
     config = frozen_config(tmp_path, "sentence", "run", cache=True)
     rm, tok, end_id = build_reward_model(config)
-    enc = encode(config, load_pairs(config.data, config.seed)[1][:3], tok, end_id)
+    enc = encode(config, load_pairs(config.data, config.run.seed)[1][:3], tok, end_id)
     cache = fx.FeatureCache(str(tmp_path / "fx"), "sentence", fx.backbone_settings(config))
     feats = cache.features(rm, enc, batch_rows=4)
     assert feats.stats["rows"] == 6 and len(feats) == 3

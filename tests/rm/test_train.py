@@ -53,7 +53,7 @@ def test_sentence_rm_run_checkpoints_resumes_and_reloads(tmp_path):
     assert loaded_config == config
     with open(os.path.join(config.run.run_dir, "eval.json")) as f:
         saved = json.load(f)
-    test = {p.id: p for p in load_pairs(config.data, config.seed)[1]}
+    test = {p.id: p for p in load_pairs(config.data, config.run.seed)[1]}
     result = evaluate_model(config, rm, tok, end_id, [test[i] for i in saved["ids"]])
     np.testing.assert_allclose(result["scores"]["chosen"], saved["scores"]["chosen"], rtol=1e-5, atol=1e-6)
 

@@ -45,7 +45,7 @@ def run(tmp_path, total=12, resume=False, **run_kw):
 def test_metrics_at_the_cadence_with_the_rate_of_each_step(tmp_path):
     result, schedule = run(tmp_path)
     rows = read_metrics(str(tmp_path))
-    assert [r["step"] for r in rows] == [3, 6, 9, 12]  # log_every=3; saves at 4, 8 read but do not log
+    assert [r["step"] for r in rows] == [3, 4, 6, 8, 9, 12]  # log_every=3, and the saves (every 4)
     for r in rows:  # the rate the step used: schedule(step - 1), returned by the step itself
         assert r["train/lr"] == pytest.approx(float(schedule(r["step"] - 1)), rel=1e-6)
         assert r["train/epoch"] == pytest.approx(r["step"] / 6)
@@ -70,7 +70,7 @@ def test_a_resumed_run_continues_exactly(tmp_path):
     resumed = run_loop(cfg, name="toy", total=12, state=problem(12)[1], step_fn=step, source=source(), resume=True)
     assert resumed.step == 12
     np.testing.assert_array_equal(np.asarray(resumed.state.params["w"]), np.asarray(straight.state.params["w"]))
-    assert [r["step"] for r in read_metrics(str(tmp_path / "split"))] == [3, 6, 9, 12]
+    assert [r["step"] for r in read_metrics(str(tmp_path / "split"))] == [3, 4, 6, 8, 9, 12]
     last = [{k: v for k, v in read_metrics(str(tmp_path / d))[-1].items() if k != "time"}
             for d in ("split", "straight")]
     assert last[0] == last[1]  # every metric of the last step, bit for bit
@@ -117,4 +117,4 @@ def test_after_step_metrics_are_logged_whatever_the_cadence(tmp_path):
     run_loop(cfg, name="toy", total=6, state=state, step_fn=step, source=source(), resume=False, after_step=after)
     assert seen == [1, 2, 3, 4, 5, 6]
     rows = read_metrics(str(tmp_path))
-    assert [r["step"] for r in rows] == [2, 6] and rows[0]["train/eval/score"] == 2.0
+    assert [r["step"] for r in rows] == [2, 6] and rows[0]["train/eval/score"] == 2.0  # 6: the last step

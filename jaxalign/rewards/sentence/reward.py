@@ -56,19 +56,6 @@ class SentenceReward:
         self.splitter, self.system_prompt, self.batch_size = splitter, system_prompt, batch_size
         self.options = {"use_attention": use_attention, "use_rope": use_rope, "rope_theta": rope_theta}
 
-    @classmethod
-    def from_run(cls, run_dir: str, policy_tokenizer, *, batch_size: int = 8) -> SentenceReward:
-        """The latest checkpoint of a `jaxalign rm train` run (kind "sentence"), with its options."""
-        from jaxalign.rm.trainer import load_trained
-
-        config, rm, tok, end_id = load_trained(run_dir)
-        if config.kind != "sentence":
-            raise ValueError(f"{run_dir}: a {config.kind!r} reward model has no sentence rewards; train with "
-                             "kind=sentence")
-        return cls(rm, tok, end_id, policy_tokenizer, splitter=config.data.splitter,
-                   system_prompt=config.data.system_prompt, use_attention=config.use_attention,
-                   use_rope=config.use_rope, rope_theta=config.rope_theta, batch_size=batch_size)
-
     def response_text(self, traj: Trajectory) -> tuple[str, np.ndarray]:
         """(the text the RM scores, cum [len(tokens)]: the end offset in it of each token's piece)."""
         pieces = token_pieces(self.policy_tokenizer, traj.tokens)
