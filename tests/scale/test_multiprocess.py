@@ -115,8 +115,9 @@ def test_two_processes_train_like_one_and_restore_in_one(corpus):
 
     # The two-process checkpoint restores in one process, on a different mesh (1 device).
     shutil.copytree(d / "two", d / "restored")
-    restored = train_sft(dataclasses.replace(sft_config(d, "restored"), mesh=sharding.MeshConfig(data=1, fsdp=1,
-                                                                                                  tensor=1)))
+    rcfg = sft_config(d, "restored")
+    one_device = sharding.MeshConfig(data=1, fsdp=1, tensor=1)
+    restored = train_sft(dataclasses.replace(rcfg, run=dataclasses.replace(rcfg.run, mesh=one_device)))
     assert restored["steps"] == 3
     got = flat_params(restored["model"])
     for k in ref:
