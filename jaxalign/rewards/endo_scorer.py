@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
 from jaxalign import sharding
 from jaxalign.errors import InputError
@@ -97,7 +97,8 @@ class EndogenousScorer:
         self.mesh, self.rules = mesh, rules
         self.graphdef, state = nnx.split(model)
         if mesh is not None:
-            state = jax.device_put(state, sharding.state_shardings(state, mesh, rules))
+            self._state_shardings = sharding.state_shardings(state, mesh, rules)
+            state = jax.device_put(state, self._state_shardings)
             data = mesh.shape["data"] * mesh.shape["fsdp"]
             if batch_size % data:
                 raise ValueError(f"batch_size={batch_size} is not a multiple of the mesh's data size {data}")
@@ -130,7 +131,14 @@ class EndogenousScorer:
                 return window_token_rewards(model, ids, mask, start, length, window=window, alpha=self.alpha,
                                             terminal=self.terminal, chunk=self.chunk)
 
-        return jax.jit(fn, static_argnums=(5,))
+        return jax.jit(fn, static_argnums=(5,), **self._in_shardings(4))
+
+    def _in_shardings(self, n_rows: int) -> dict:
+        # Explicit shardings under a mesh: the parameters by the rules, then `n_rows` batch arguments.
+        if self.mesh is None:
+            return {}
+        rows = [sharding.batch_sharding(self.mesh, self.rules, nd, 0) for nd in (2, 2, 1, 1)[:n_rows]]
+        return {"in_shardings": (self._state_shardings, *rows)}
 
     def _mesh_context(self):
         # Constraints are set while tracing only; without a mesh the model runs unconstrained.
@@ -139,8 +147,7 @@ class EndogenousScorer:
     def _place(self, x: np.ndarray):
         if self.mesh is None:
             return x
-        spec = PartitionSpec(("data", "fsdp"), *([None] * (x.ndim - 1)))
-        return jax.device_put(x, NamedSharding(self.mesh, spec))
+        return jax.device_put(x, sharding.batch_sharding(self.mesh, self.rules, x.ndim, 0))
 
     def token_rewards(self, prompts: Sequence[str], responses: Sequence[str]) -> list[np.ndarray]:
         """Per-token rewards of each response (its tokens, end-of-turn included), in input order."""
@@ -210,4 +217,4 @@ class EndogenousScorer:
                 h_last = jnp.take_along_axis(h, last[:, None, None], axis=1)  # [B, 1, D]
                 return verifier_logprob(model.logits(h_last)[:, 0], yes_id, self.alpha)
 
-        return jax.jit(fn, static_argnums=(4,))
+        return jax.jit(fn, static_argnums=(4,), **self._in_shardings(3))

@@ -38,7 +38,7 @@ from jaxalign.runlog.files import write_text_atomic
 from jaxalign.train.batches import BatchOrder, OrderedBatches
 from jaxalign.train.loop import run_loop
 from jaxalign.train.optim import decay_mask, learning_rate_schedule, make_optimizer
-from jaxalign.train.run import compile_step
+from jaxalign.train.run import compile_scorer, compile_step
 from jaxalign.train.rundir import RunDir, check_run_dir
 from jaxalign.train.state import init_train_state
 
@@ -64,8 +64,7 @@ def build_reward_model(config: RMConfig):
         init = dataclasses.replace(config.init, vocab_size=len(tok), dtype=config.run.compute_dtype,
                                    param_dtype="float32")
         backbone = models.init_model(init, seed=config.run.seed)
-    if config.run.remat is not None:
-        backbone = models.replace_config(backbone, remat=config.run.remat)
+    backbone = models.replace_config(backbone, remat=config.run.remat, attention=config.run.attention)
     rngs = nnx.Rngs(config.run.seed + 1)
     if config.kind == "sentence":
         return SentenceRewardModel(backbone, head_dim=config.head_dim, rngs=rngs), tok, end_id
@@ -107,7 +106,13 @@ def encode(config: RMConfig, pairs, tok, end_id) -> EncodedPairs:
                         system_prompt=config.data.system_prompt, max_len=config.data.max_len)
 
 
-def evaluate_encoded(score, params, frozen, encoded: EncodedPairs, *, batch_size: int, pad_id: int = 0,
+def rm_scorer(graphdef, config: RMConfig, params_frozen, mesh):
+    """The evaluation scorer `batch -> scores`, compiled under `mesh` with the training rules."""
+    score = make_rm_scorer(graphdef, scores_fn(config))
+    return compile_scorer(lambda pf, b: score(*pf, b), params_frozen, mesh, sharding.TRAIN_RULES)
+
+
+def evaluate_encoded(score, encoded: EncodedPairs, *, batch_size: int, pad_id: int = 0,
                      length_multiple: int = 64, ends_multiple: int = 8, make=None) -> dict:
     """Pairwise accuracy (overall, per category) and, for the sentence model, localisation.
 
@@ -123,7 +128,7 @@ def evaluate_encoded(score, params, frozen, encoded: EncodedPairs, *, batch_size
     located, wrong = [], []
     for s in range(0, len(order), batch_size):
         idx = order[s:s + batch_size]
-        out = jax.device_get(score(params, frozen, make(idx, pairs_per_batch=batch_size)))
+        out = jax.device_get(score(make(idx, pairs_per_batch=batch_size)))
         chosen[idx], rejected[idx] = out["chosen"][:len(idx)], out["rejected"][:len(idx)]
         if "sentence_rewards" not in out:
             continue
@@ -200,9 +205,9 @@ def _train(config: RMConfig, rm, tok, end_id, train_enc: EncodedPairs, test_enc:
     loop = run_loop(run, name=f"rm-{config.kind}", total=total, state=state, step_fn=step_fn, source=source,
                     resume=resume, extra={"end_id": end_id})
     state = loop.state
-    score = jax.jit(make_rm_scorer(graphdef, scores_fn(config)))
+    score = rm_scorer(graphdef, config, (state.params, state.frozen), mesh)
     t_eval = time.perf_counter()
-    result = evaluate_encoded(score, state.params, state.frozen, test_enc, batch_size=config.eval_batch_size,
+    result = evaluate_encoded(score, test_enc, batch_size=config.eval_batch_size,
                               pad_id=pad_id, length_multiple=config.data.length_multiple,
                               ends_multiple=config.data.ends_multiple, make=test_batch)
     eval_seconds = time.perf_counter() - t_eval
@@ -251,8 +256,8 @@ def evaluate_model(config: RMConfig, rm, tok, end_id, pairs) -> dict:
     if not len(enc):
         raise ValueError(f"no pair fits max_len={config.data.max_len} tokens")
     graphdef, params, frozen = split_trainable(rm, config.freeze_backbone)
-    score = jax.jit(make_rm_scorer(graphdef, scores_fn(config)))
-    return evaluate_encoded(score, params, frozen, enc, batch_size=config.eval_batch_size,
+    score = rm_scorer(graphdef, config, (params, frozen), sharding.make_mesh(config.run.mesh))
+    return evaluate_encoded(score, enc, batch_size=config.eval_batch_size,
                             pad_id=tok.pad_token_id or 0, length_multiple=config.data.length_multiple,
                             ends_multiple=config.data.ends_multiple)
 

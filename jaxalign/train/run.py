@@ -49,3 +49,38 @@ def compile_step(step: Callable, state: Any, mesh: Mesh, rules: Rules, *, batch_
         return jitted(s, jax.tree.map(place, batch))
 
     return run, placed
+
+
+def compile_scorer(fn: Callable, params: Any, mesh: Mesh | None, rules: Rules, *, batch_axis: int = 0) -> Callable:
+    """`batch -> fn(params, batch)` without gradients, compiled under `mesh` with explicit shardings.
+
+    For scoring passes (reward models, endogenous rewards): `params` (any pytree, e.g. an nnx State
+    or a tuple of them) are placed once by `rules`, batch leaves get their axis `batch_axis` split
+    over the batch axes, and the model's activation constraints are active while tracing. The caller
+    runs it one micro-batch at a time. `mesh=None` means one device (the first).
+    """
+    if mesh is None:
+        mesh = sharding.make_mesh(sharding.MeshConfig(fsdp=1), devices=jax.devices()[:1])
+    params_sh = sharding.tree_shardings(params, mesh, rules)
+    placed = jax.device_put(params, params_sh)
+
+    def traced(p, batch):
+        with sharding.use_mesh(mesh, rules):
+            return fn(p, batch)
+
+    jitted = jax.jit(traced, in_shardings=(params_sh, None))
+
+    def place(v):
+        return jax.device_put(v, sharding.batch_sharding(mesh, rules, np.ndim(v), batch_axis))
+
+    shards = sharding.batch_shards(mesh, rules)
+
+    def run(batch):
+        rows = {np.shape(v)[batch_axis] for v in jax.tree.leaves(batch)}
+        if any(r % shards for r in rows):
+            raise ValueError(f"scoring batch of {sorted(rows)} rows is not a multiple of the mesh's {shards} "
+                             "batch shards: make the batch size a multiple")
+        return jitted(placed, jax.tree.map(place, batch))
+
+    run.mesh, run.params = mesh, placed
+    return run

@@ -27,7 +27,7 @@ import numpy as np
 
 from jaxalign.rewards.protocol import response_rewards
 from jaxalign.rewards.sentence.encode import text_ids
-from jaxalign.rewards.sentence.scoring import score_sentences
+from jaxalign.rewards.sentence.scoring import score_sentences, sentence_scorer
 from jaxalign.rewards.sentence.splitter import split_sentences
 from jaxalign.rollout.types import Trajectory
 from jaxalign.tokenizer import token_pieces
@@ -47,14 +47,16 @@ class SentenceReward:
     """Sentence rewards of a trained sentence RM on the policy tokens where the sentences end.
 
     Reads `prompts` (the user messages, rendered with the RM's own chat template and system prompt).
+    The RM's scoring pass compiles once, under `mesh` (None: one device), rows split over its data axes.
     """
 
     def __init__(self, rm, rm_tokenizer, end_id: int, policy_tokenizer, *, splitter: str = "rules",
                  system_prompt: str | None = None, use_attention: bool = True, use_rope: bool = True,
-                 rope_theta: float = 10000.0, batch_size: int = 8):
+                 rope_theta: float = 10000.0, batch_size: int = 8, mesh=None):
         self.rm, self.rm_tokenizer, self.end_id, self.policy_tokenizer = rm, rm_tokenizer, end_id, policy_tokenizer
         self.splitter, self.system_prompt, self.batch_size = splitter, system_prompt, batch_size
         self.options = {"use_attention": use_attention, "use_rope": use_rope, "rope_theta": rope_theta}
+        self.scorer = sentence_scorer(rm, **self.options, mesh=mesh)  # compiled once, reused every step
 
     def response_text(self, traj: Trajectory) -> tuple[str, np.ndarray]:
         """(the text the RM scores, cum [len(tokens)]: the end offset in it of each token's piece)."""
@@ -83,7 +85,8 @@ class SentenceReward:
             raise ValueError("a trajectory has no response token to carry a sentence reward")
         texts = [self.response_text(t)[0] for t in trajs]
         scored = score_sentences(self.rm, self.rm_tokenizer, self.end_id, prompts, texts, splitter=self.splitter,
-                                 system_prompt=self.system_prompt, batch_size=self.batch_size, **self.options)
+                                 system_prompt=self.system_prompt, batch_size=self.batch_size, scorer=self.scorer,
+                                 **self.options)
         rows = []
         for b, (t, s) in enumerate(zip(trajs, scored)):
             ends = self.end_tokens(t)
