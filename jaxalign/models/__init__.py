@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from jaxalign.models.attention_ops import attention
 from jaxalign.models.config import CheckpointError, ModelConfig, RopeScaling
 from jaxalign.models.decode import (
     DecodeWeights,
@@ -33,7 +34,7 @@ from jaxalign.models.transformer import (
 )
 
 __all__ = [
-    "CheckpointError", "DecodeWeights", "KVCache", "ModelConfig", "RopeScaling", "Transformer",
+    "CheckpointError", "attention", "DecodeWeights", "KVCache", "ModelConfig", "RopeScaling", "Transformer",
     "abstract_model", "decode_forward", "default_positions", "forward", "forward_cached", "init_cache",
     "init_model", "jit_forward", "jit_forward_cached", "load", "load_config", "load_gguf", "load_hf",
     "prepare_decode_weights", "replace_config", "resolve", "save_hf",

@@ -25,16 +25,39 @@ class CheckpointError(UserError, ValueError):
 class RopeScaling:
     """Rotary-embedding frequency scaling (Hugging Face `rope_parameters` / `rope_scaling`)."""
 
-    type: Literal["default", "linear", "llama3"] = "default"
-    """"default": none; "linear": positions divided by `factor`; "llama3": Llama-3.1 smooth band."""
+    type: Literal["default", "linear", "llama3", "yarn"] = "default"
+    """"default": none; "linear": positions divided by `factor`; "llama3": Llama-3.1 smooth band;
+    "yarn": YaRN (NTK-by-parts interpolation between beta_fast and beta_slow, cos/sin scaled by
+    the attention factor), as Qwen3's long-context configs use."""
     factor: float = 1.0
-    """Context-extension factor (linear and llama3)."""
+    """Context-extension factor (linear, llama3 and yarn)."""
     low_freq_factor: float = 1.0
     """llama3: wavelengths longer than original_max_position_embeddings / low_freq_factor are scaled."""
     high_freq_factor: float = 4.0
     """llama3: wavelengths shorter than original_max_position_embeddings / high_freq_factor are kept."""
     original_max_position_embeddings: int = 8192
-    """llama3: the context length the model was pretrained with."""
+    """llama3 and yarn: the context length the model was pretrained with."""
+    beta_fast: float = 32.0
+    """yarn: rotations per original context above which a frequency is kept (extrapolated)."""
+    beta_slow: float = 1.0
+    """yarn: rotations per original context below which a frequency is interpolated (divided by factor)."""
+    attention_factor: float | None = None
+    """yarn: the cos/sin scale; None: 0.1 ln(factor) + 1 (or the mscale/mscale_all_dim ratio)."""
+    mscale: float | None = None
+    """yarn: numerator multiplier of ln(factor) when attention_factor is None (with mscale_all_dim)."""
+    mscale_all_dim: float | None = None
+    """yarn: denominator multiplier of ln(factor) when attention_factor is None (with mscale)."""
+    truncate: bool = True
+    """yarn: round the correction range to whole dimensions."""
+
+    def context_limit(self, max_position_embeddings: int) -> int:
+        """The longest context these frequencies are meant for: the model's own without scaling,
+        else at least original_max_position_embeddings * factor."""
+        if self.type == "default":
+            return max_position_embeddings
+        if self.type == "linear":
+            return max(max_position_embeddings, int(max_position_embeddings * self.factor))
+        return max(max_position_embeddings, int(self.original_max_position_embeddings * self.factor))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -81,6 +104,9 @@ class ModelConfig:
     """Storage dtype of the parameters."""
     remat: Literal["none", "full", "dots"] = "none"
     """Rematerialisation of each block in the backward pass: none, everything, or all but matmuls."""
+    attention: Literal["auto", "xla", "splash", "pallas_gpu", "cudnn"] = "auto"
+    """Attention implementation (`jaxalign.models.attention`): auto is splash on TPU, the Pallas
+    kernel on GPU and the blocked XLA path on CPU."""
 
     def __post_init__(self):
         if self.head_dim is None:
@@ -186,8 +212,14 @@ class ModelConfig:
         rope = dict(hf.get("rope_parameters") or hf.get("rope_scaling") or {})
         theta = rope.pop("rope_theta", hf.get("rope_theta", 10000.0))
         rope_type = rope.pop("rope_type", rope.pop("type", "default"))
-        if rope_type not in ("default", "linear", "llama3"):
+        if rope_type not in ("default", "linear", "llama3", "yarn"):
             raise CheckpointError(f"{source}: unsupported rope type {rope_type!r}")
+        if rope_type in ("llama3", "yarn"):  # as transformers: the top-level field, else the model's length
+            rope["original_max_position_embeddings"] = (hf.get("original_max_position_embeddings")
+                                                        or rope.get("original_max_position_embeddings")
+                                                        or hf.get("max_position_embeddings", 8192))
+            if rope.get("factor") is None:
+                rope["factor"] = hf.get("max_position_embeddings", 8192) / rope["original_max_position_embeddings"]
         scaling_keys = {f.name for f in dataclasses.fields(RopeScaling)} - {"type"}
         scaling = RopeScaling(type=rope_type, **{k: v for k, v in rope.items() if k in scaling_keys})
         bias = bool(hf.get("attention_bias", False))
@@ -234,6 +266,12 @@ class ModelConfig:
             rope.update(low_freq_factor=self.rope_scaling.low_freq_factor,
                         high_freq_factor=self.rope_scaling.high_freq_factor,
                         original_max_position_embeddings=self.rope_scaling.original_max_position_embeddings)
+        if self.rope_scaling.type == "yarn":
+            r = self.rope_scaling
+            rope.update(original_max_position_embeddings=r.original_max_position_embeddings,
+                        beta_fast=r.beta_fast, beta_slow=r.beta_slow, truncate=r.truncate)
+            rope.update({k: getattr(r, k) for k in ("attention_factor", "mscale", "mscale_all_dim")
+                         if getattr(r, k) is not None})
         out = {
             "architectures": [HF_ARCH_CLASS[self.architecture]],
             "model_type": self.architecture,

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from flax import nnx, struct
 
 from jaxalign.models.config import ModelConfig
-from jaxalign.models.layers import apply_rope, attention, rms_norm, rope_inv_freq
+from jaxalign.models.layers import apply_rope, attention, rms_norm, rope_attention_factor, rope_inv_freq
 from jaxalign.models.transformer import Transformer, prepare_inputs
 from jaxalign.sharding import current as current_mesh
 
@@ -181,9 +181,9 @@ def _layer(c: ModelConfig, w: dict, x_BTD, positions_BT, mask_BTS, k_cache, v_ca
     v = qkv[:, (n + kh) * h:].reshape(b, t, kh, h)
     if c.qk_norm:
         q, k = rms_norm(q, w["q_norm"], c.rms_norm_eps), rms_norm(k, w["k_norm"], c.rms_norm_eps)
-    inv_freq = rope_inv_freq(c)
-    q = apply_rope(q, positions_BT, inv_freq)
-    k = apply_rope(k, positions_BT, inv_freq).transpose(0, 2, 3, 1)  # [B, K, H, T]
+    inv_freq, scale = rope_inv_freq(c), rope_attention_factor(c)
+    q = apply_rope(q, positions_BT, inv_freq, scale)
+    k = apply_rope(k, positions_BT, inv_freq, scale).transpose(0, 2, 3, 1)  # [B, K, H, T]
     v = v.transpose(0, 2, 1, 3)
     k_cache = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, 0, 0, write_index))
     v_cache = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, 0, write_index, 0))

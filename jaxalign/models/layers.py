@@ -13,13 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxalign.models import attention_ops
+from jaxalign.models.attention_ops import MASK_VALUE
 from jaxalign.models.config import ModelConfig
 from jaxalign.sharding import constrain
-from jaxalign.sharding import current as current_mesh
-
-# A large finite negative instead of -inf: a fully masked row (a pad query) then yields a uniform
-# distribution instead of NaN, and NaNs cannot leak into gradients through masked rows.
-MASK_VALUE = -0.7 * float(np.finfo(np.float32).max)
 
 
 def param(rngs: nnx.Rngs, shape: tuple[int, ...], axes: tuple[str, ...], dtype, *,
@@ -74,14 +71,51 @@ def rope_inv_freq(config: ModelConfig) -> np.ndarray:
         smoothed = (1 - smooth) * scaled / scaling.factor + smooth * scaled
         medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
         inv_freq = np.where(medium, smoothed, scaled).astype(np.float32)
+    elif scaling.type == "yarn":
+        inv_freq = _yarn_inv_freq(inv_freq, dim, config.rope_theta, scaling)
     return inv_freq
 
 
-def apply_rope(x_BTNH: jax.Array, positions_BT: jax.Array, inv_freq: np.ndarray) -> jax.Array:
-    """Rotates halves (x1, x2) of each head by angle position * inv_freq (HF "rotate_half")."""
+def _yarn_inv_freq(inv_freq: np.ndarray, dim: int, base: float, s) -> np.ndarray:
+    """YaRN: frequencies that turn fewer than beta_slow times over the original context are divided
+    by `factor`, those turning more than beta_fast times are kept, a linear ramp in between."""
+    def dim_of(rotations):  # the dimension whose wavelength fits `rotations` times in the context
+        return dim * math.log(s.original_max_position_embeddings / (rotations * 2 * math.pi)) / (2 * math.log(base))
+
+    low, high = dim_of(s.beta_fast), dim_of(s.beta_slow)
+    if s.truncate:
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, dim - 1)
+    high = high + 0.001 if low == high else high
+    ramp = np.clip((np.arange(dim // 2, dtype=np.float32) - low) / (high - low), 0, 1)
+    keep = (1 - ramp).astype(np.float32)  # 1: extrapolate (keep), 0: interpolate
+    return (inv_freq / np.float32(s.factor) * (1 - keep) + inv_freq * keep).astype(np.float32)
+
+
+def rope_attention_factor(config: ModelConfig) -> float:
+    """The scale YaRN puts on cos and sin (1 for every other rope type)."""
+    s = config.rope_scaling
+    if s.type != "yarn":
+        return 1.0
+    if s.attention_factor is not None:
+        return float(s.attention_factor)
+
+    def mscale(scale, m=1.0):
+        return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
+
+    if s.mscale and s.mscale_all_dim:
+        return float(mscale(s.factor, s.mscale) / mscale(s.factor, s.mscale_all_dim))
+    return float(mscale(s.factor))
+
+
+def apply_rope(x_BTNH: jax.Array, positions_BT: jax.Array, inv_freq: np.ndarray, scale: float = 1.0) -> jax.Array:
+    """Rotates halves (x1, x2) of each head by angle position * inv_freq (HF "rotate_half"); cos and
+    sin carry `scale` (YaRN's attention factor, `rope_attention_factor`)."""
     angles = positions_BT.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)  # [B, T, H/2]
     cos = jnp.cos(angles)[:, :, None, :]
     sin = jnp.sin(angles)[:, :, None, :]
+    if scale != 1.0:
+        cos, sin = cos * scale, sin * scale
     x1, x2 = jnp.split(x_BTNH.astype(jnp.float32), 2, axis=-1)
     out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
     return out.astype(x_BTNH.dtype)
@@ -108,38 +142,6 @@ def attention(q_BTNH: jax.Array, k_BKSH: jax.Array, v_BKSH: jax.Array, mask_BTS:
     return out.reshape(b, k, t, g, h).transpose(0, 2, 1, 3, 4).reshape(b, t, n, h)
 
 
-def causal_block_size(t: int) -> int:
-    """Query block for `causal_attention`: 128, grown so there are at most 16 blocks."""
-    return max(128, -(-t // 16))
-
-
-def causal_attention(q_BTNH: jax.Array, k_BKTH: jax.Array, v_BKTH: jax.Array, mask_BTT: jax.Array) -> jax.Array:
-    """Self-attention over the same T tokens when `mask` is causal (plus padding / segments).
-
-    Query block i only needs keys [0, end_i): skipping the all-masked upper triangle saves
-    compute. On a single CPU device the batch is also walked row by row (`lax.map`) so score
-    blocks stay in cache: materialising [B, K, T*G, T] scores costs more than the matmuls there.
-    Under a mesh (or on accelerators) the batch stays vectorised so its sharding is untouched.
-    """
-    if jax.default_backend() == "cpu" and current_mesh() is None and q_BTNH.shape[0] > 1:
-        return jax.lax.map(lambda a: _causal_blocks(*(x[None] for x in a))[0],
-                           (q_BTNH, k_BKTH, v_BKTH, mask_BTT))
-    return _causal_blocks(q_BTNH, k_BKTH, v_BKTH, mask_BTT)
-
-
-def _causal_blocks(q_BTNH, k_BKTH, v_BKTH, mask_BTT):
-    t = q_BTNH.shape[1]
-    block = causal_block_size(t)
-    if t <= block:
-        return attention(q_BTNH, k_BKTH, v_BKTH, mask_BTT)
-    outs = []
-    for start in range(0, t, block):
-        end = min(start + block, t)
-        outs.append(attention(q_BTNH[:, start:end], k_BKTH[:, :, :end], v_BKTH[:, :, :end],
-                              mask_BTT[:, start:end, :end]))
-    return jnp.concatenate(outs, axis=1)
-
-
 class Attention(nnx.Module):
     """Multi-head attention with GQA, optional q/k/v/o biases and Qwen3 per-head q/k RMSNorm."""
 
@@ -162,8 +164,9 @@ class Attention(nnx.Module):
             self.q_norm = RMSNorm(h, c.rms_norm_eps, dtype=dt, axes=("head_dim",), rngs=rngs)
             self.k_norm = RMSNorm(h, c.rms_norm_eps, dtype=dt, axes=("head_dim",), rngs=rngs)
 
-    def __call__(self, x_BTD, positions_BT, mask_BTT):
-        """Causal self-attention over the T tokens of `x` (cached decoding: `models.decode`)."""
+    def __call__(self, x_BTD, positions_BT, segment_ids_BT):
+        """Causal self-attention over the T tokens of `x` within their segments (0 = padding);
+        cached decoding: `models.decode`."""
         c = self.config
         cd = jnp.dtype(c.dtype)
         b, t, d = x_BTD.shape
@@ -181,11 +184,10 @@ class Attention(nnx.Module):
         v = constrain(proj(self.v_proj, bv), ("batch", "length", "act_kv_heads", None))
         if c.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
-        inv_freq = rope_inv_freq(c)
-        q = apply_rope(q, positions_BT, inv_freq)
-        k = apply_rope(k, positions_BT, inv_freq).transpose(0, 2, 1, 3)  # [B, K, T, H]
-        v = v.transpose(0, 2, 1, 3)
-        out = causal_attention(q, k, v, mask_BTT)
+        inv_freq, scale = rope_inv_freq(c), rope_attention_factor(c)
+        q = apply_rope(q, positions_BT, inv_freq, scale)
+        k = apply_rope(k, positions_BT, inv_freq, scale)
+        out = attention_ops.attention(q, k, v, segment_ids=segment_ids_BT, implementation=c.attention)
         n, h = c.num_heads, c.head_dim
         out = out.reshape(b * t, n * h) @ self.o_proj.get_value().astype(cd).reshape(n * h, d)
         if c.o_bias:

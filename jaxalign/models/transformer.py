@@ -30,8 +30,8 @@ class Block(nnx.Module):
         self.post_attn_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype=dt, rngs=rngs)
         self.mlp = MLP(config, rngs=rngs)
 
-    def __call__(self, x_BTD, positions_BT, mask_BTT):
-        x = x_BTD + self.attn(self.input_norm(x_BTD), positions_BT, mask_BTT).astype(x_BTD.dtype)
+    def __call__(self, x_BTD, positions_BT, segment_ids_BT):
+        x = x_BTD + self.attn(self.input_norm(x_BTD), positions_BT, segment_ids_BT).astype(x_BTD.dtype)
         x = x + self.mlp(self.post_attn_norm(x)).astype(x.dtype)
         return constrain(x, ("batch", "length", "act_embed"))
 
@@ -77,11 +77,15 @@ class Transformer(nnx.Module):
         Cached, incremental decoding lives in `jaxalign.models.decode`.
         """
         c = self.config
+        t, limit = input_ids_BT.shape[1], c.rope_scaling.context_limit(c.max_position_embeddings)
+        if t > limit:
+            raise ValueError(f"{t} tokens exceed the model's context of {limit} (max_position_embeddings "
+                             f"{c.max_position_embeddings}, rope {c.rope_scaling.type}): set rope scaling "
+                             "(e.g. yarn) in the model config instead of extrapolating")
+        # Padding and packing travel as segment ids (0 = padding), never as a [B, T, T] mask.
         valid = attention_mask_BT.astype(bool)
-        t = input_ids_BT.shape[1]
-        mask = jnp.tril(jnp.ones((t, t), bool))[None] & valid[:, None, :]
-        if segment_ids_BT is not None:
-            mask = mask & (segment_ids_BT[:, :, None] == segment_ids_BT[:, None, :])
+        ids = jnp.ones(valid.shape, jnp.int32) if segment_ids_BT is None else segment_ids_BT.astype(jnp.int32)
+        ids = jnp.where(valid, ids + 1, 0)  # shifted: a caller's id 0 on real tokens stays distinct
         # FSDP shards the table's embed axis like the batch; gathering rows of it straight into a
         # batch-sharded output makes XLA replicate the whole table. All-gather it over fsdp first,
         # as FSDP does for every weight (the vocab axis stays tensor-parallel).
@@ -91,7 +95,7 @@ class Transformer(nnx.Module):
         graphdef, layer_state = nnx.split(self.layers)
 
         def body(x, state):
-            return nnx.merge(graphdef, state)(x, positions_BT, mask), None
+            return nnx.merge(graphdef, state)(x, positions_BT, ids), None
 
         if c.remat == "full":
             body = jax.checkpoint(body)
@@ -181,7 +185,11 @@ def init_model(config: ModelConfig, seed: int = 0) -> Transformer:
 
 
 def replace_config(model: Transformer, **changes) -> Transformer:
-    """The same parameters under a config with `changes` (e.g. dtype="bfloat16" compute)."""
+    """The same parameters under a config with `changes` (e.g. dtype="bfloat16" compute); a change
+    given as None keeps the model's setting."""
+    changes = {name: value for name, value in changes.items() if value is not None}
+    if all(getattr(model.config, name) == value for name, value in changes.items()):
+        return model
     config = dataclasses.replace(model.config, **changes)
     graphdef = nnx.graphdef(abstract_model(config))
     return nnx.merge(graphdef, nnx.state(model))

@@ -42,17 +42,6 @@ class GRPOLossConfig:
         require(self, "norm_len", self.norm_len is None or self.norm_len > 0, "must be > 0 (or null)")
 
 
-def make_logprob_fn(graphdef) -> Callable:
-    """`(params, batch) -> (logp [B, T], entropy [B, T])` at target positions (no gradients)."""
-
-    def fn(params, batch):
-        model = nnx.merge(graphdef, params)
-        return target_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["positions"],
-                               with_entropy=True)
-
-    return fn
-
-
 def make_grpo_step(graphdef, optimizer: optax.GradientTransformation, loss: GRPOLossConfig = GRPOLossConfig(),
                    schedule: optax.Schedule | None = None
                    ) -> Callable[[TrainState, GRPOBatch], tuple[TrainState, dict]]:

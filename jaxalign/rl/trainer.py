@@ -29,11 +29,12 @@ from jaxalign.rl.advantages import group_advantages
 from jaxalign.rl.batch import grpo_batch
 from jaxalign.rl.config import GRPOConfig, StageConfig
 from jaxalign.rl.placement import Placement
-from jaxalign.rl.step import make_grpo_step, make_logprob_fn
+from jaxalign.rl.step import make_grpo_step
 from jaxalign.rollout.engine import RolloutEngine
 from jaxalign.rollout.prompts import problem_prompt
 from jaxalign.sampling.sampler import Sampler, bucket
 from jaxalign.tools.backends import BACKENDS as SANDBOX_BACKENDS
+from jaxalign.train.logprobs import compile_logprob_pass
 from jaxalign.train.loop import run_loop
 from jaxalign.train.optim import decay_mask, learning_rate_schedule, make_optimizer
 from jaxalign.train.run import compile_step
@@ -64,8 +65,7 @@ class GRPOTrainer:
         tokenizer.require_chat_template(self.tok, source)
         model = models.load(c.model, dtype="float32", compute_dtype=c.run.compute_dtype)
         tokenizer.check_vocab(self.tok, model.config.vocab_size, source, c.model)
-        if c.run.remat is not None:
-            model = models.replace_config(model, remat=c.run.remat)
+        model = models.replace_config(model, remat=c.run.remat, attention=c.run.attention)
         self.graphdef, params = nnx.split(model)
         self.stages = c.schedule()
         total = sum(s.steps for s in self.stages) * c.mini_batches
@@ -77,10 +77,18 @@ class GRPOTrainer:
         self.step_fn, self.state = compile_step(make_grpo_step(self.graphdef, self.optimizer, c.loss, self.schedule),
                                                 init_train_state(params, self.optimizer), self.mesh,
                                                 sharding.TRAIN_RULES, batch_axis=0 if c.micro_batches == 1 else 1)
-        params_sh = sharding.tree_shardings(params, self.mesh, sharding.TRAIN_RULES)
-        self.logprob_fn = jax.jit(make_logprob_fn(self.graphdef), in_shardings=(params_sh, None))
+        # Old and reference log-probs: compiled under their meshes, at the train step's micro-batch
+        # (rows per update call), so their activations follow it rather than the whole batch.
+        micro = c.prompts_per_step * c.group_size // (c.mini_batches * c.micro_batches)
+
+        def logprob_pass(mesh):
+            shards = sharding.batch_shards(mesh, sharding.TRAIN_RULES)
+            return compile_logprob_pass(self.graphdef, params, mesh, sharding.TRAIN_RULES,
+                                        micro_batch=micro if micro % shards == 0 else None)
+
+        self.logprob_fn = logprob_pass(self.mesh)
         self.ref_params = self.placement.to_reference(params) if c.loss.kl_coef else None
-        self.ref_logprob_fn = jax.jit(make_logprob_fn(self.graphdef))  # follows the reference mesh
+        self.ref_logprob_fn = logprob_pass(self.placement.reference_mesh)
         # The sampler reads weights in the rollout layout on this host's rollout mesh.
         self.sampler = Sampler(nnx.merge(self.graphdef, self.placement.to_rollout(params)), self.tok,
                                mesh=self.placement.rollout_mesh, rules=sharding.ROLLOUT_RULES)

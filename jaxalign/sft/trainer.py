@@ -139,8 +139,7 @@ def train_sft(config: SFTConfig, *, resume: bool = True, allow_config_change: bo
     tokenizer.require_chat_template(tok, source)
     model = load_policy(config.model, config.init, run.compute_dtype, run.seed)
     tokenizer.check_vocab(tok, model.config.vocab_size, source, config.model or "init")
-    if run.remat is not None:
-        model = models.replace_config(model, remat=run.remat)
+    model = models.replace_config(model, remat=run.remat, attention=run.attention)
     rows, data_stats = prepare_rows(config, tok, chosen)
     order = BatchOrder(len(rows), config.batch_size, config.grad_accum, run.seed)
     # What the data position means: a resumed run must see the same rows in the same order.

@@ -18,6 +18,7 @@ from jaxalign.distributed import DistributedConfig
 
 RUN_FIELDS = ("run_dir", "seed", "save_every", "keep_checkpoints", "log_every", "mesh", "distributed",
               "compute_dtype", "remat", "export_hf")
+# `attention` came after `run:`: it has no flat predecessor, so it is not in RUN_FIELDS.
 """The fields of RunConfig (top-level keys of every trainer config until `run:` existed)."""
 
 
@@ -43,6 +44,8 @@ class RunConfig:
     """Activation dtype (parameters and optimizer state stay float32)."""
     remat: Literal["none", "full", "dots"] | None = None
     """Rematerialise each block in the backward pass (None: keep the model config's setting)."""
+    attention: Literal["auto", "xla", "splash", "pallas_gpu", "cudnn"] | None = None
+    """Attention implementation for this run (None: the model config's, "auto" by default)."""
     export_hf: bool = True
     """Write the final model as a Hugging Face directory to run_dir/hf."""
 

@@ -8,10 +8,17 @@ chunk's logits instead of storing them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import jax
 import jax.numpy as jnp
+from flax import nnx
+from jax.sharding import Mesh
 
+from jaxalign import sharding
 from jaxalign.models.transformer import Transformer
+from jaxalign.sharding import Rules
 
 
 def _chunk_stats(model: Transformer, h_BCD, targets_BC, with_entropy: bool):
@@ -50,3 +57,38 @@ def target_logprobs(model: Transformer, input_ids_BT, attention_mask_BT, positio
     ent = ent.transpose(1, 0, 2).reshape(b, n * chunk)[:, :t]
     last = jnp.arange(t) == t - 1
     return jnp.where(last, 0.0, logp), jnp.where(last, 0.0, ent)
+
+
+def compile_logprob_pass(graphdef, params: Any, mesh: Mesh, rules: Rules, *, micro_batch: int | None = None,
+                         with_entropy: bool = True) -> Callable:
+    """`(params, batch) -> (logp [B, T], entropy [B, T])`, no gradients, compiled under `mesh`.
+
+    Parameters take their shardings from `rules`, batch rows are split over the batch axes, the
+    activation constraints of the model are active while tracing, and the rows run `micro_batch`
+    at a time (`lax.map`), so activation memory follows the micro-batch, not the whole batch. B must
+    be a multiple of `micro_batch`, which must be a multiple of the batch shards. `batch` holds
+    input_ids, attention_mask, positions (and optionally segment_ids) [B, T].
+    """
+    params_sh = sharding.tree_shardings(params, mesh, rules)
+    rows_sh = sharding.batch_sharding(mesh, rules, 2, 0)
+
+    def one(p, b):
+        model = nnx.merge(graphdef, p)
+        return target_logprobs(model, b["input_ids"], b["attention_mask"], b["positions"],
+                               segment_ids_BT=b.get("segment_ids"), with_entropy=with_entropy)
+
+    def traced(p, batch):
+        with sharding.use_mesh(mesh, rules):
+            rows = batch["input_ids"].shape[0]
+            mb = micro_batch or rows
+            if rows % mb:
+                raise ValueError(f"log-prob pass: {rows} rows are not a multiple of micro_batch {mb}")
+            if mb == rows:
+                return one(p, batch)
+            chunks = {k: v.reshape(rows // mb, mb, *v.shape[1:]) for k, v in batch.items()}
+            pin = lambda x: sharding.constrain(x, (None, "batch", None))  # noqa: E731
+            logp, ent = jax.lax.map(lambda c: one(p, jax.tree.map(
+                lambda x: sharding.constrain(x, ("batch", None)), c)), jax.tree.map(pin, chunks))
+            return logp.reshape(rows, -1), ent.reshape(rows, -1)
+
+    return jax.jit(traced, in_shardings=(params_sh, rows_sh), out_shardings=(rows_sh, rows_sh))

@@ -29,6 +29,13 @@ VARIANTS = {
         vocab_size=89, hidden_size=40, intermediate_size=72, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, head_dim=24, rope_theta=1000000.0,
         tie_word_embeddings=True),
+    # Qwen3 with YaRN (the long-context setting): a ramp over 7 of 12 frequencies, attention factor 1.14
+    "qwen3-yarn": lambda: transformers.Qwen3Config(
+        vocab_size=89, hidden_size=40, intermediate_size=72, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=24, max_position_embeddings=256,
+        tie_word_embeddings=False,
+        rope_parameters={"rope_type": "yarn", "rope_theta": 100.0, "factor": 4.0,
+                         "original_max_position_embeddings": 64}),
 }
 
 CLASSES = {"llama": transformers.LlamaForCausalLM, "qwen2": transformers.Qwen2ForCausalLM,

@@ -33,6 +33,17 @@ def test_logits_match_transformers(reference, side):
     assert_close_logits(got, reference_logits(ref_model, ids, mask), mask)
 
 
+@pytest.mark.parametrize("implementation", ["splash", "pallas_gpu"])
+def test_logits_match_transformers_with_the_pallas_kernels(reference, implementation):
+    """The TPU and GPU attention kernels (interpret mode here) inside the whole model."""
+    _, ref_model, path = reference
+    ours = models.replace_config(models.load(path), attention=implementation)
+    for side in ("left", "right"):
+        ids, mask = padded_batch(ours.config.vocab_size, [11, 7, 3, 11], side)
+        got = np.asarray(models.jit_forward(ours, ids, attention_mask=mask))
+        assert_close_logits(got, reference_logits(ref_model, ids, mask), mask)
+
+
 def test_left_and_right_padding_agree(reference):
     _, _, path = reference
     ours = models.load(path)
@@ -86,3 +97,22 @@ def test_bfloat16_compute_is_close(reference):
     assert (got.argmax(-1) == ref.argmax(-1))[real].mean() > 0.9
     bf16_params = models.load(path, dtype="bfloat16")
     assert bf16_params.embed.get_value().dtype == np.dtype("bfloat16")
+
+
+def test_yarn_frequencies_and_a_context_beyond_the_limit(tmp_path):
+    """YaRN's inverse frequencies and attention factor equal transformers' own; a sequence longer
+    than the model's context without rope scaling is refused, not extrapolated."""
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    from jaxalign.models.layers import rope_attention_factor, rope_inv_freq
+
+    hf_config = VARIANTS["qwen3-yarn"]()
+    want_freq, want_factor = ROPE_INIT_FUNCTIONS["yarn"](hf_config, "cpu")
+    hf_config.save_pretrained(tmp_path)
+    config = models.load_config(str(tmp_path))
+    assert config.rope_scaling.type == "yarn" and config.rope_scaling.original_max_position_embeddings == 64
+    np.testing.assert_allclose(rope_inv_freq(config), want_freq.numpy(), rtol=1e-6)
+    assert abs(rope_attention_factor(config) - want_factor) < 1e-12 and want_factor > 1.1
+    plain = models.init_model(models.ModelConfig.tiny(max_position_embeddings=16), seed=0)
+    with pytest.raises(ValueError, match="17 tokens exceed the model's context of 16"):
+        models.forward(plain, np.zeros((1, 17), np.int32))

@@ -15,10 +15,11 @@ from jax.sharding import PartitionSpec as P
 from jaxalign import models, sharding
 from jaxalign.models import ModelConfig
 from jaxalign.rl.batch import GRPOBatch
-from jaxalign.rl.step import GRPOLossConfig, make_grpo_step, make_logprob_fn
+from jaxalign.rl.step import GRPOLossConfig, make_grpo_step
 from jaxalign.sampling import Sampler, SamplingConfig
 from jaxalign.sft.step import make_sft_step
 from jaxalign.train import OptimConfig, decay_mask, make_optimizer
+from jaxalign.train.logprobs import target_logprobs
 from jaxalign.train.run import compile_step
 from jaxalign.train.state import init_train_state
 
@@ -58,9 +59,7 @@ def sft_batch():
 def grpo_batch(model):
     rng = np.random.RandomState(1)
     ids, mask = right_padded(rng, 8, 16)
-    graphdef, params = nnx.split(model)
-    logp, _ = jax.jit(make_logprob_fn(graphdef))(params, {"input_ids": ids, "attention_mask": mask,
-                                                          "positions": np.tile(np.arange(16, dtype=np.int32), (8, 1))})
+    logp, _ = target_logprobs(model, ids, mask, np.tile(np.arange(16, dtype=np.int32), (8, 1)))
     # old_logp off the current policy by up to +-0.4 so both clip sides and the dual clip are hit
     old = np.asarray(logp) + rng.uniform(-0.4, 0.4, logp.shape).astype(np.float32)
     target = np.concatenate([mask[:, 1:], np.zeros((8, 1), np.int32)], 1) * (rng.rand(8, 16) < 0.8)

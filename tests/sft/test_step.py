@@ -58,7 +58,10 @@ def test_masked_tokens_contribute_no_gradient(model):
     assert all(np.all(g == 0) for g in zero)
 
 
-def test_packed_segments_do_not_predict_across_boundaries(model):
+@pytest.mark.parametrize("implementation", ["xla", "splash", "pallas_gpu"])
+def test_packed_segments_do_not_predict_across_boundaries(model, implementation):
+    """Packed loss = the unpacked rows' losses, with each attention implementation (Pallas: interpret)."""
+    model = models.replace_config(model, attention=implementation)
     ids = [[3, 17, 5, 9, 22, 31]]
     mask = [[1, 1, 1, 1, 1, 1]]
     seg = [[1, 1, 1, 2, 2, 2]]
