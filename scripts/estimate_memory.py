@@ -1,16 +1,24 @@
-"""Per-device memory of an SFT or GRPO config on a mesh, to pick a slice before renting it.
+"""Per-device memory of an SFT or GRPO config on a slice, from the programs that run, before renting it.
 
-    python scripts/estimate_memory.py configs/sft/qwen3_4b_tpu.yaml --model-config configs/model/qwen3_4b.yaml \
-        --devices 16 --hbm-gb 16
+    python scripts/estimate_memory.py configs/sft/qwen3_4b_tpu.yaml data.seq_len=32768 \
+        --model-config configs/model/qwen3_4b.yaml --devices 16 --target tpu --hbm-gb 95
 
-* parameters, gradients, AdamW moments: exact, from `jax.eval_shape` and the training rule table;
-* rollout (GRPO): weights in the rollout layout and the KV cache, from the same shapes;
-* the train step's peak (state + activations + temporaries): from the compiled step's own memory
-  analysis, two shallow proxies extrapolated in depth (`jaxalign.plan.memory.estimate`).
+Every figure is XLA's memory analysis of a compiled program (arguments + outputs - donated aliases
++ temporaries, per device) with abstract inputs, so nothing is allocated:
 
-`--devices N` compiles for N fake CPU devices (no accelerator needed; nothing is allocated). Without
-it the devices of this machine are used (run it on the slice itself for its compiler's figures).
-`--state-only` skips compilation (seconds instead of minutes). Prints a table, then RESULT {json}.
+* SFT: the train step (`jaxalign.plan.memory.estimate`).
+* GRPO, one phase per program, each with what stays resident while it runs: the train step (plus the
+  sampler's decode-layout weights), the log-prob pass over the whole batch in micro-batches (plus
+  the optimizer state and the sampler's weights), and the rollout's prepare / prefill / append /
+  decode on a host's rollout mesh (plus the train state). Phases run one after another, so the
+  peak is their maximum.
+
+Deep models compile as two shallow proxies extrapolated in depth. `--devices N` compiles for N
+fake CPU devices; `--target` picks what the slice would run: attention `splash` on TPU and
+`pallas_gpu` on GPU (Pallas interpret mode here; the config's `run.attention` wins when set) and a
+bfloat16 KV cache. `--state-only` gives the exact state sizes in seconds instead. Ends with
+RESULT {"name", "peak_gib", "phases", "hbm_gb", "fits", "ours", "baseline", "unit", "ratio", ...}:
+ours is the peak in GiB, baseline the usable memory (hbm_gb less the margin) in GiB.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import os
 import sys
 
 GiB = 1024**3
+ATTENTION = {"tpu": "splash", "gpu": "pallas_gpu", "cpu": "xla"}
 
 
 def parse() -> argparse.Namespace:
@@ -31,10 +40,50 @@ def parse() -> argparse.Namespace:
     p.add_argument("--model-config", default="", help="ModelConfig YAML when the config's checkpoint is not here")
     p.add_argument("--devices", type=int, default=0, help="compile for this many fake CPU devices (0: this machine)")
     p.add_argument("--hosts", type=int, default=0, help="hosts of the slice (rollout rows per host); default devices/4")
-    p.add_argument("--hbm-gb", type=float, default=0.0, help="memory per device, to say whether it fits")
-    p.add_argument("--prompt-len", type=int, default=1024, help="GRPO: prompt tokens allowed for (row length)")
+    p.add_argument("--target", choices=sorted(ATTENTION), default="tpu", help="the slice's backend (default tpu)")
+    p.add_argument("--hbm-gb", type=float, default=0.0, help="memory per device in GB (1e9 bytes): v5p 95, H200 141")
+    p.add_argument("--margin", type=float, default=0.1, help="fraction of the memory kept free to call it a fit")
+    p.add_argument("--prompt-len", type=int, default=1024, help="GRPO: prompt tokens allowed for")
     p.add_argument("--state-only", action="store_true", help="only the exact state sizes (no compilation)")
     return p.parse_args()
+
+
+def grpo_phases(config, model, mesh, hosts: int, prompt_len: int, state: dict, train_peak: int | None) -> dict:
+    """Per-device bytes of each GRPO phase (see the module docstring)."""
+    import jax
+
+    from jaxalign import sharding
+    from jaxalign.plan import programs
+    from jaxalign.sampling.sampler import bucket
+
+    longest = max(s.max_response_tokens for s in config.schedule())
+    local = jax.devices()[:jax.device_count() // hosts]
+    t = mesh.shape["tensor"] if len(local) % mesh.shape["tensor"] == 0 else 1
+    rollout_mesh = sharding.make_mesh(config.rollout_mesh or sharding.MeshConfig(data=1, fsdp=len(local) // t,
+                                                                                 tensor=t), local)
+    r = config.rollout
+    shards = sharding.batch_shards(rollout_mesh, sharding.ROLLOUT_RULES)
+    rows = -(-bucket(config.prompts_per_step * config.group_size // hosts, minimum=1) // shards) * shards
+    width = bucket(prompt_len)
+    slack = max(r.steps_per_call, bucket(r.max_tool_output_tokens, minimum=8))
+    shape = programs.RolloutShape(rows=rows, cache_size=bucket(width + longest + 2 * slack), prompt_len=width,
+                                  append_len=bucket(r.max_tool_output_tokens + 32, minimum=8),  # + tool-turn wrapper
+                                  max_tokens=min(bucket(r.max_segment_tokens), bucket(longest)))
+    print(f"rollout per host: {shape.rows} rows x {shape.cache_size} cache slots on "
+          f"{' x '.join(str(rollout_mesh.shape[a]) for a in sharding.MESH_AXES)} devices, prompt {shape.prompt_len}, "
+          f"append {shape.append_len}, KV cache {model.kv_cache_dtype or model.dtype}")
+    roll = programs.rollout_bytes(model, rollout_mesh, shape)
+    total = config.prompts_per_step * config.group_size
+    micro = total // (config.mini_batches * config.micro_batches)
+    row_len = bucket(prompt_len + longest)
+    lp = programs.logprob_pass_bytes(model, mesh, total, row_len,
+                                     micro if micro % sharding.batch_shards(mesh, sharding.TRAIN_RULES) == 0 else None)
+    train_state = state["params"] + state["opt_state"]
+    phases = {f"rollout_{k}": train_state + roll[k] for k in ("prepare", "prefill", "append", "decode")}
+    phases["logprob_pass"] = lp["logprob_pass"] + state["opt_state"] + roll["weights"]
+    if train_peak is not None:
+        phases["train_step"] = train_peak + roll["weights"]
+    return phases, {"rollout_weights": roll["weights"], "rollout_kv_cache": roll["kv_cache"]}
 
 
 def main() -> None:
@@ -64,53 +113,55 @@ def main() -> None:
         model = config.init
     else:
         model = models.load_config(config.model)
+    kv = (config.rollout.kv_cache_dtype if kind == "grpo" else None) or (None if args.target == "cpu" else "bfloat16")
     model = dataclasses.replace(model, dtype=config.run.compute_dtype, param_dtype="float32",
-                                remat=config.run.remat if config.run.remat is not None else model.remat)
+                                remat=config.run.remat if config.run.remat is not None else model.remat,
+                                attention=config.run.attention or ATTENTION[args.target], kv_cache_dtype=kv)
     devices = jax.device_count()
     mesh_shape = config.run.mesh.shape(devices)
     hosts = args.hosts or max(devices // 4, 1)
     if kind == "sft":
         step = memory.StepShape(kind="sft", rows=config.batch_size, seq_len=config.data.seq_len,
                                 accum=config.grad_accum)
-        rollout = None
     else:
         longest = max(s.max_response_tokens for s in config.schedule())
-        row_len = bucket(args.prompt_len + longest)
         mini = config.prompts_per_step * config.group_size // config.mini_batches
-        step = memory.StepShape(kind="grpo", rows=mini // config.micro_batches, seq_len=row_len,
-                                accum=config.micro_batches, kl=config.loss.kl_coef > 0)
-        local = devices // hosts
-        tensor = config.rollout_mesh.tensor if config.rollout_mesh is not None else mesh_shape[2]
-        rows_per_device = -(-config.prompts_per_step * config.group_size // hosts) // max(local // tensor, 1)
-        rollout = memory.rollout_bytes(model, tensor, rows_per_device, row_len, config.run.compute_dtype)
+        step = memory.StepShape(kind="grpo", rows=mini // config.micro_batches, accum=config.micro_batches,
+                                seq_len=bucket(args.prompt_len + longest), kl=config.loss.kl_coef > 0)
 
     print(f"{args.config}: {kind}, {model.num_params() / 1e9:.2f}B parameters, mesh data x fsdp x tensor = "
-          f"{' x '.join(map(str, mesh_shape))} on {devices} devices ({jax.devices()[0].platform})")
+          f"{' x '.join(map(str, mesh_shape))} on {devices} {jax.devices()[0].platform} devices, target "
+          f"{args.target} (attention {model.attention})")
     print(f"train step: {step.rows} rows x {step.seq_len} tokens" + (f" x {step.accum} micro-batches"
                                                                     if step.accum > 1 else "")
-          + f", compute {config.run.compute_dtype}, remat {model.remat}")
+          + f", compute {model.dtype}, remat {model.remat}")
     mesh = sharding.make_mesh(config.run.mesh)
-    result = memory.state_bytes(model, mesh_shape)
-    if not args.state_only:
-        result = memory.estimate(model, mesh, step)
-    rows = [("parameters (f32, FSDP + TP)", result["params"]), ("gradients", result["grads"]),
-            ("AdamW moments", result["opt_state"])]
-    if "peak" in result:
-        rows.append(("train step peak (state + activations)", result["peak"]))
-    if rollout is not None:
-        rows += [("rollout weights (TP only)", rollout["weights"]), ("rollout KV cache", rollout["kv_cache"])]
-    for name, value in rows:
-        print(f"  {name:<40} {value / GiB:9.2f} GiB per device")
-    need = result.get("peak", result["params"] + result["grads"] + result["opt_state"])
-    if rollout is not None:
-        need += rollout["weights"] + rollout["kv_cache"]  # both live while the sampler holds its weights
-    print(f"  {'total (train + rollout)' if rollout else 'total':<40} {need / GiB:9.2f} GiB per device"
-          + (f"  -> {'fits' if need <= args.hbm_gb * GiB else 'does NOT fit'} in {args.hbm_gb:g} GiB"
-             if args.hbm_gb else ""))
-    summary = {"config": args.config, "kind": kind, "devices": devices, "mesh": mesh_shape,
-               "per_device_bytes": {**{k: v for k, v in result.items() if isinstance(v, int)},
-                                    **({f"rollout_{k}": v for k, v in rollout.items()} if rollout else {}),
-                                    "total": need}}
+    state = memory.state_bytes(model, mesh_shape)
+    extra = {}
+    if args.state_only:
+        phases = {"train_state": state["params"] + state["grads"] + state["opt_state"]}
+    else:
+        train = memory.estimate(model, mesh, step)
+        phases = {"train_step": train["peak"]}
+        if kind == "grpo":
+            phases, extra = grpo_phases(config, model, mesh, hosts, args.prompt_len, state, train["peak"])
+    for name, value in {"parameters (f32)": state["params"], "AdamW moments": state["opt_state"], **extra}.items():
+        print(f"  {name:<28} {value / GiB:9.2f} GiB per device")
+    for name, value in phases.items():
+        print(f"  phase {name:<22} {value / GiB:9.2f} GiB per device")
+    peak = max(phases.values())
+    usable = args.hbm_gb * 1e9 * (1 - args.margin)
+    fits = bool(args.hbm_gb) and peak <= usable
+    print(f"  {'peak (max over phases)':<28} {peak / GiB:9.2f} GiB per device" +
+          (f"  -> {'fits' if fits else 'does NOT fit'} in {args.hbm_gb:g} GB with {args.margin:.0%} kept free"
+           if args.hbm_gb else ""))
+    ours, baseline = peak / GiB, usable / GiB
+    summary = {"name": f"estimate_memory:{os.path.basename(args.config)}", "kind": kind, "target": args.target,
+               "devices": devices, "mesh": mesh_shape, "peak_gib": round(ours, 3),
+               "phases": {k: round(v / GiB, 3) for k, v in phases.items()}, "hbm_gb": args.hbm_gb, "fits": fits,
+               "ours": round(ours, 3), "baseline": round(baseline, 3), "unit": "GiB per device",
+               "ratio": round(ours / baseline, 3) if baseline else None,
+               "per_device_bytes": {**state, **extra, **phases, "peak": peak}}
     print("RESULT " + json.dumps(summary))
     sys.stdout.flush()
 

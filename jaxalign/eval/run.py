@@ -111,6 +111,7 @@ def run_eval(config: EvalRunConfig) -> dict:
             raise ConfigError(f"sets[{i}] ({s.name}): no problems in split {s.split!r} (limit {s.limit})")
     tok = tokenizer.load(config.tokenizer or config.model)
     model = models.load(config.model, dtype="float32", compute_dtype=config.compute_dtype)
+    model = models.replace_config(model, kv_cache_dtype=config.rollout.kv_cache_dtype)
     k = config.eval.k
     results = {}
     with PythonSandbox(timeout_s=config.sandbox_timeout_s, workers=config.sandbox_workers,

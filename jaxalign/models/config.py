@@ -107,6 +107,9 @@ class ModelConfig:
     attention: Literal["auto", "xla", "splash", "pallas_gpu", "cudnn"] = "auto"
     """Attention implementation (`jaxalign.models.attention`): auto is splash on TPU, the Pallas
     kernel on GPU and the blocked XLA path on CPU."""
+    kv_cache_dtype: DTypeName | None = None
+    """Storage dtype of the decoding KV cache; None is bfloat16 on TPU / GPU and the compute dtype
+    on CPU (`jaxalign.models.decode.kv_cache_dtype`)."""
 
     def __post_init__(self):
         if self.head_dim is None:

@@ -47,9 +47,18 @@ class KVCache:
         return self.v[0].shape[2]
 
 
+def kv_cache_dtype(config: ModelConfig, backend: str | None = None) -> jnp.dtype:
+    """The KV cache's storage dtype: `config.kv_cache_dtype`, else bfloat16 on TPU / GPU (half the
+    memory of float32 at the precision the kernels compute in) and the compute dtype on CPU."""
+    if config.kv_cache_dtype is not None:
+        return jnp.dtype(config.kv_cache_dtype)
+    backend = backend or jax.default_backend()
+    return jnp.dtype(config.dtype if backend == "cpu" else jnp.bfloat16)
+
+
 def init_cache(config: ModelConfig, batch: int, size: int, dtype=None) -> KVCache:
-    """An empty cache of `size` slots per row (dtype defaults to the compute dtype)."""
-    dt = jnp.dtype(dtype or config.dtype)
+    """An empty cache of `size` slots per row (dtype defaults to `kv_cache_dtype(config)`)."""
+    dt = jnp.dtype(dtype or kv_cache_dtype(config))
     k_shape = (batch, config.num_kv_heads, config.head_dim, size)
     v_shape = (batch, config.num_kv_heads, size, config.head_dim)
     return KVCache(k=tuple(jnp.zeros(k_shape, dt) for _ in range(config.num_layers)),
@@ -67,20 +76,28 @@ class DecodeWeights:
     layers: tuple[dict, ...]  # per layer: see `prepare_decode_weights`
 
 
-def prepare_decode_weights(model: Transformer) -> DecodeWeights:
-    """Copies a Transformer's weights into decode layout (traceable; jit it)."""
+def prepare_decode_weights(model: Transformer, dtype=None) -> DecodeWeights:
+    """Copies a Transformer's weights into decode layout (traceable; jit it).
+
+    Matrices and biases are stored in `dtype` (default: the compute dtype), cast once here rather
+    than at every matmul of every step: half the memory and the weight traffic of float32 storage
+    under bfloat16 compute, and the same values (each matmul cast them to the compute dtype
+    anyway). Norm scales keep their storage dtype, as in `Transformer`.
+    """
     c = model.config
     d, n, k, h = c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim
+    wd = jnp.dtype(dtype or c.dtype)
     blk = model.layers
-    get = lambda var, i: var.get_value()[i]  # noqa: E731
+    get = lambda var, i: var.get_value()[i].astype(wd)  # noqa: E731
+    norm = lambda var, i: var.get_value()[i]  # noqa: E731
     layers = []
     for i in range(c.num_layers):
         a, m = blk.attn, blk.mlp
         qkv = jnp.concatenate([get(a.q_proj, i).reshape(d, n * h), get(a.k_proj, i).reshape(d, k * h),
                                get(a.v_proj, i).reshape(d, k * h)], axis=1).T
         layer = {
-            "input_norm": get(blk.input_norm.scale, i),
-            "post_attn_norm": get(blk.post_attn_norm.scale, i),
+            "input_norm": norm(blk.input_norm.scale, i),
+            "post_attn_norm": norm(blk.post_attn_norm.scale, i),
             "qkv": qkv,  # [(N + 2K) * H, D]
             "o": get(a.o_proj, i).reshape(n * h, d).T,  # [D, N * H]
             "gate_up": jnp.concatenate([get(m.gate_proj, i), get(m.up_proj, i)], axis=1).T,  # [2F, D]
@@ -92,13 +109,13 @@ def prepare_decode_weights(model: Transformer) -> DecodeWeights:
         if c.o_bias:
             layer["o_bias"] = get(a.o_bias, i)
         if c.qk_norm:
-            layer["q_norm"], layer["k_norm"] = get(a.q_norm.scale, i), get(a.k_norm.scale, i)
+            layer["q_norm"], layer["k_norm"] = norm(a.q_norm.scale, i), norm(a.k_norm.scale, i)
         if c.mlp_bias:
             layer["gate_up_bias"] = jnp.concatenate([get(m.gate_bias, i), get(m.up_bias, i)])
             layer["down_bias"] = get(m.down_bias, i)
         layers.append(layer)
-    embed = model.embed.get_value()
-    head = embed if c.tie_embeddings else model.lm_head.get_value().T
+    embed = model.embed.get_value().astype(wd)
+    head = embed if c.tie_embeddings else model.lm_head.get_value().T.astype(wd)
     return DecodeWeights(embed=embed, head=head, final_norm=model.final_norm.scale.get_value(),
                          layers=tuple(layers))
 
@@ -173,7 +190,7 @@ def _layer(c: ModelConfig, w: dict, x_BTD, positions_BT, mask_BTS, k_cache, v_ca
     n, kh, h = c.num_heads, c.num_kv_heads, c.head_dim
     cd = x_BTD.dtype
     y = rms_norm(x_BTD, w["input_norm"], c.rms_norm_eps).reshape(b * t, d)
-    qkv = linear(y, w["qkv"].astype(cd))
+    qkv = linear(y, w["qkv"].astype(cd))  # no-ops: `prepare_decode_weights` stores them in cd
     if c.qkv_bias:
         qkv = qkv + w["qkv_bias"].astype(cd)
     q = qkv[:, :n * h].reshape(b, t, n, h)

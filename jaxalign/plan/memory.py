@@ -3,8 +3,7 @@
 Two sources, both without allocating a single parameter:
 
 * `jax.eval_shape` of the model and the train state, with the rule table's specs on the mesh: the
-  exact per-device bytes of parameters, gradients and AdamW moments (`state_bytes`), and of the
-  rollout-layout weights (`rollout_bytes`).
+  exact per-device bytes of parameters, gradients and AdamW moments (`state_bytes`).
 * The compiled step's own `memory_analysis()` (arguments + outputs - donated aliases + temporaries)
   on a mesh of the same shape (`compiled_bytes`). Compiling a 36-layer model is cheap (layers run
   under `lax.scan`) but its temporaries are what a user wants; `estimate` compiles two shallow
@@ -91,16 +90,6 @@ def state_bytes(config: ModelConfig, mesh_shape: tuple[int, int, int], optim: Op
     params = _tree_bytes(state.params, mesh_shape, sharding.TRAIN_RULES)
     return {"params": params, "grads": params, "opt_state": _tree_bytes(state.opt_state, mesh_shape,
                                                                          sharding.TRAIN_RULES)}
-
-
-def rollout_bytes(config: ModelConfig, tensor: int, rows: int, cache_len: int, dtype: str = "bfloat16") -> dict:
-    """Per-device bytes of a sampler on a (1, n, tensor) host mesh: rollout-layout weights (replicated
-    over fsdp, split over tensor) and a KV cache of `rows` x `cache_len` slots (rows split over n)."""
-    _, params = nnx.split(models.abstract_model(config))
-    weights = _tree_bytes(params, (1, 1, tensor), sharding.ROLLOUT_RULES)
-    kv_split = tensor if config.num_kv_heads % tensor == 0 else 1
-    cache = 2 * config.num_layers * rows * cache_len * config.num_kv_heads * config.head_dim
-    return {"weights": weights, "kv_cache": cache * np.dtype(dtype).itemsize // kv_split}
 
 
 def _abstract_batch(step: StepShape, mesh: Mesh):

@@ -90,7 +90,9 @@ class GRPOTrainer:
         self.ref_params = self.placement.to_reference(params) if c.loss.kl_coef else None
         self.ref_logprob_fn = logprob_pass(self.placement.reference_mesh)
         # The sampler reads weights in the rollout layout on this host's rollout mesh.
-        self.sampler = Sampler(nnx.merge(self.graphdef, self.placement.to_rollout(params)), self.tok,
+        rollout_model = models.replace_config(nnx.merge(self.graphdef, self.placement.to_rollout(params)),
+                                              kv_cache_dtype=c.rollout.kv_cache_dtype)
+        self.sampler = Sampler(rollout_model, self.tok,
                                mesh=self.placement.rollout_mesh, rules=sharding.ROLLOUT_RULES)
         # one session (worker) per live trajectory: keep a batch's worth warm between steps
         self.sandbox = PythonSandbox(timeout_s=c.sandbox_timeout_s, workers=c.sandbox_workers,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Literal
 
 from jaxalign.sampling.functional import SamplingConfig
 
@@ -30,6 +30,8 @@ class RolloutConfig:
     """Keep decoding other rows while tool calls run (False: wait for every pending call first)."""
     sampling: SamplingConfig = SamplingConfig()
     """Temperature, top-p, top-k."""
+    kv_cache_dtype: Literal["float32", "bfloat16", "float16"] | None = None
+    """Storage dtype of the rollout KV cache; None: bfloat16 on TPU / GPU, the compute dtype on CPU."""
 
     def __post_init__(self):
         for name in ("max_response_tokens", "max_tool_output_tokens", "max_segment_tokens", "steps_per_call",

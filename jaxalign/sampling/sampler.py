@@ -81,7 +81,8 @@ class StopTable:
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _prepare(graphdef, params) -> DecodeWeights:
+def prepare_weights(graphdef, params) -> DecodeWeights:
+    """The decode layout of (graphdef, params), compiled once per model structure."""
     return prepare_decode_weights(nnx.merge(graphdef, params))
 
 
@@ -126,7 +127,7 @@ class Sampler:
         if self.mesh is not None:  # a no-op for weights already in this layout (GRPO's `to_rollout`)
             model_or_params = jax.device_put(model_or_params,
                                              sharding.tree_shardings(model_or_params, self.mesh, self.rules))
-        self.weights = _prepare(self.graphdef, model_or_params)
+        self.weights = prepare_weights(self.graphdef, model_or_params)
 
     # ----------------------------------------------------------------- lower-level steps
     def rows(self, n: int) -> int:

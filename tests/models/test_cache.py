@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from jaxalign import models
 from jaxalign.models import ModelConfig
@@ -152,3 +153,50 @@ def _reduce_operand_shapes(fn, *args) -> list[str]:
     """Operand shapes ("NxMxK", element type dropped) of the reductions in `fn`'s lowered StableHLO."""
     text = jax.jit(fn).lower(*args).as_text()
     return re.findall(r"stablehlo\.reduce\(.*: \(tensor<((?:\d+x)*\d+)x[a-z]", text)
+
+
+def test_decode_weights_are_stored_in_the_compute_dtype_with_unchanged_logits():
+    """bf16 compute: the decode layout holds bf16 matrices (cast once, norms as stored), and its
+    logits are bit-identical to float32-stored weights cast at every matmul. (The parameters are
+    first rounded to bf16 values: XLA may keep excess precision and skip a per-matmul f32 -> bf16
+    cast, so with arbitrary f32 weights the old path computed partly in f32.)"""
+    model = models.replace_config(tiny(qk_norm=True, qkv_bias=True), dtype="bfloat16")
+    graphdef, state = nnx.split(model)
+    model = nnx.merge(graphdef, jax.tree.map(lambda x: x.astype(jnp.bfloat16).astype(x.dtype), state))
+    w16, w32 = models.prepare_decode_weights(model), models.prepare_decode_weights(model, jnp.float32)
+    for name in ("qkv", "qkv_bias", "o", "gate_up", "down"):
+        assert w16.layers[0][name].dtype == jnp.bfloat16 and w32.layers[0][name].dtype == jnp.float32
+    assert w16.embed.dtype == w16.head.dtype == jnp.bfloat16
+    assert w16.layers[0]["input_norm"].dtype == w16.final_norm.dtype == jnp.float32
+    ids = np.random.RandomState(3).randint(0, 61, (2, 7)).astype(np.int32)
+    pos = np.tile(np.arange(7, dtype=np.int32), (2, 1))
+    run = jax.jit(lambda w, c: models.decode_forward(model.config, w, ids, c, attention_mask_BC=ids >= 0,
+                                                     positions_BC=pos)[0])
+    cache = models.init_cache(model.config, 2, 16)
+    np.testing.assert_array_equal(np.asarray(run(w16, cache)), np.asarray(run(w32, cache)))
+
+
+def test_kv_cache_dtype_is_configurable_and_bf16_by_default_on_accelerators():
+    from jaxalign.models.decode import kv_cache_dtype
+
+    config = ModelConfig.tiny(vocab_size=61, num_layers=2)
+    assert kv_cache_dtype(config, "cpu") == jnp.float32  # the compute dtype on CPU
+    assert kv_cache_dtype(config, "tpu") == kv_cache_dtype(config, "gpu") == jnp.bfloat16
+    wide = models.replace_config(tiny(), kv_cache_dtype="bfloat16")
+    assert kv_cache_dtype(wide.config, "cpu") == jnp.bfloat16
+    cache = models.init_cache(wide.config, 2, 16)
+    assert cache.k[0].dtype == cache.v[0].dtype == jnp.bfloat16
+    # float32 compute over a bfloat16 cache: the cached keys/values are rounded to 8 mantissa bits,
+    # so the logits move by about that much relative to their scale and no more.
+    ids = np.random.RandomState(4).randint(0, 61, (2, 9)).astype(np.int32)
+    full = np.asarray(models.forward(wide, ids))
+    logits, cache = models.jit_forward_cached(wide, ids[:, :5], cache)
+    steps = [np.asarray(logits)]
+    for t in range(5, 9):
+        logits, cache = models.jit_forward_cached(wide, ids[:, t:t + 1], cache,
+                                                  positions=np.full((2, 1), t, np.int32))
+        steps.append(np.asarray(logits))
+    cached = np.concatenate(steps, axis=1)
+    scale = np.abs(full).max()
+    assert np.abs(cached - full).max() <= 2**-7 * scale
+    assert not np.array_equal(cached, full)  # the bf16 cache is really in use
