@@ -45,7 +45,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--margin", type=float, default=0.1, help="fraction of the memory kept free to call it a fit")
     p.add_argument("--prompt-len", type=int, default=1024, help="GRPO: prompt tokens allowed for")
     p.add_argument("--state-only", action="store_true", help="only the exact state sizes (no compilation)")
-    return p.parse_args()
+    return p.parse_intermixed_args()
 
 
 def grpo_phases(config, model, mesh, hosts: int, prompt_len: int, state: dict, train_peak: int | None) -> dict:

@@ -97,20 +97,25 @@ def _xla(q, k, v, q_ids, kv_ids, causal, block_q):
     s, kh = k.shape[1], k.shape[2]
     g = n // kh
     offset = s - t
+    # Head-major keys and values, transposed once: each kv head's G query heads of a block then form
+    # one [T_b * G, H] x [H, S] matmul against its keys with no per-block transposes of the keys.
+    k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, S, H]
     outs = []
     for start in range(0, t, block_q):
         end = min(start + block_q, t)
+        tb = end - start
         stop = min(s, end + offset) if causal else s
-        qb = (q[:, start:end] * (1.0 / math.sqrt(h))).reshape(b, end - start, kh, g, h)
-        scores = jnp.einsum("btkgh,bskh->bkgts", qb, k[:, :stop], preferred_element_type=jnp.float32)
+        qb = (q[:, start:end] * (1.0 / math.sqrt(h))).reshape(b, tb, kh, g, h)
+        qb = qb.transpose(0, 2, 1, 3, 4).reshape(b, kh, tb * g, h)  # rows ordered (t, g)
+        scores = jnp.einsum("bkmh,bksh->bkms", qb, k[:, :, :stop], preferred_element_type=jnp.float32)
         mask = q_ids[:, start:end, None] == kv_ids[:, None, :stop]
         if causal:
             qpos = jnp.arange(start, end)[:, None] + offset
             mask = mask & (qpos >= jnp.arange(stop)[None, :])[None]
-        scores = jnp.where(mask[:, None, None], scores, MASK_VALUE)
-        probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-        out = jnp.einsum("bkgts,bskh->btkgh", probs, v[:, :stop], preferred_element_type=jnp.float32)
-        outs.append(out.reshape(b, end - start, n, h))
+        mask = jnp.repeat(mask, g, axis=1)[:, None]  # [B, 1, T_b * G, S]
+        probs = jax.nn.softmax(jnp.where(mask, scores, MASK_VALUE), axis=-1).astype(v.dtype)
+        out = jnp.einsum("bkms,bksh->bkmh", probs, v[:, :, :stop], preferred_element_type=jnp.float32)
+        outs.append(out.reshape(b, kh, tb, g, h).transpose(0, 2, 1, 3, 4).reshape(b, tb, n, h))
     return jnp.concatenate(outs, axis=1)
 
 
