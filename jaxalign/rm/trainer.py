@@ -116,6 +116,7 @@ def evaluate_encoded(score, encoded: EncodedPairs, *, batch_size: int, pad_id: i
                      length_multiple: int = 64, ends_multiple: int = 8, make=None) -> dict:
     """Pairwise accuracy (overall, per category) and, for the sentence model, localisation.
 
+    `score(batch)` scores a batch (`rm_scorer`: compiled once under the mesh, parameters placed).
     `make(indices, pairs_per_batch=...)` builds a batch of `encoded`'s pairs (default: token batches,
     `make_batch`; cached runs pass `features.feature_batch` over the pairs' features).
     """
