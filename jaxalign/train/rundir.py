@@ -102,6 +102,17 @@ def moved_keys_applied(saved: dict, cls: type) -> dict:
     return out
 
 
+def defaults_filled(saved: dict, cls: type) -> dict:
+    """`saved` with the fields it lacks at their defaults: a field added after the run was saved
+    takes a default that keeps the earlier behaviour, so it is not a change unless set otherwise.
+    A config that no longer loads (a removed or renamed key) is returned as saved, so those
+    differences are reported."""
+    try:
+        return cfglib.to_dict(cfglib.from_dict(cls, saved))
+    except (ValueError, TypeError):  # ConfigError is a ValueError
+        return saved
+
+
 def exactness_changes(saved: dict, current: dict) -> list[str]:
     """The differing fields of `config_changes` that break an exact resume (not in SAFE_TO_CHANGE)."""
     def safe(path: str) -> bool:
@@ -171,7 +182,7 @@ class RunDir:
         current = cfglib.to_dict(config)
         if resume and has_checkpoints and os.path.exists(saved_path):
             with open(saved_path, encoding="utf-8") as f:
-                saved = moved_keys_applied(yaml.safe_load(f) or {}, type(config))
+                saved = defaults_filled(moved_keys_applied(yaml.safe_load(f) or {}, type(config)), type(config))
             if changed := exactness_changes(saved, current):
                 detail = ", ".join(f"{p} ({_at(saved, p)!r} -> {_at(current, p)!r})" for p in changed[:8])
                 more = f" and {len(changed) - 8} more" if len(changed) > 8 else ""

@@ -13,7 +13,7 @@ import yaml
 from jaxalign.config import ConfigError, to_dict
 from jaxalign.errors import RunDirError
 from jaxalign.train import OptimConfig
-from jaxalign.train.config import MOVED_TO_RUN, RunConfig
+from jaxalign.train.config import MOVED_TO_RUN, RUN_FIELDS, RunConfig
 from jaxalign.train.rundir import RunDir, check_run_dir, config_changes, exactness_changes
 
 
@@ -96,8 +96,9 @@ def test_a_run_saved_with_flat_run_keys_still_resumes(tmp_path):
     run = str(tmp_path / "run")
     os.makedirs(run)
     _with_checkpoint(run)
-    old = {"optim": dataclasses.asdict(OptimConfig()), "batch_size": 8, **to_dict(RunConfig(save_every=10)),
-           "eval_every": 0, "stages": [1, 2]}
+    # only the fields that existed then: `run.attention` came later, absent from it, and is no change
+    flat = {k: v for k, v in to_dict(RunConfig(save_every=10)).items() if k in RUN_FIELDS}
+    old = {"optim": dataclasses.asdict(OptimConfig()), "batch_size": 8, **flat, "eval_every": 0, "stages": [1, 2]}
     with open(os.path.join(run, "config.yaml"), "w") as f:
         yaml.safe_dump(old, f)
     with RunDir(run, Cfg(), resume=True):
@@ -147,3 +148,20 @@ def test_run_dir_that_is_a_file_or_under_a_file_is_refused_before_anything_is_ma
         check_run_dir("")
     check_run_dir(str(tmp_path / "new" / "deeper"))
     assert not (tmp_path / "new").exists()
+
+
+def test_a_field_added_after_the_run_was_saved_is_no_change_at_its_default(tmp_path):
+    run = str(tmp_path / "run")
+    os.makedirs(run)
+    _with_checkpoint(run)
+    saved = to_dict(Cfg())
+    del saved["run"]["attention"]  # written by a version without run.attention
+    with open(os.path.join(run, "config.yaml"), "w") as f:
+        yaml.safe_dump(saved, f)
+    with RunDir(run, Cfg(), resume=True):
+        pass
+    with open(os.path.join(run, "config.yaml"), "w") as f:
+        yaml.safe_dump(saved, f)
+    changed = Cfg(run=dataclasses.replace(Cfg().run, attention="splash"))  # not the default: a change
+    with pytest.raises(ConfigError, match=r"run.attention \(None -> 'splash'\)"):
+        RunDir(run, changed, resume=True)
