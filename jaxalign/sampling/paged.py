@@ -81,3 +81,9 @@ def paged_attention(q_TNH: jax.Array, pages_PSCH: jax.Array, lengths_R: jax.Arra
     probs = jax.nn.softmax(scores, axis=-1)
     out = jnp.einsum("tkgs,tskh->tkgh", probs, v.astype(jnp.float32)).reshape(t, n, h)
     return jnp.where((rows >= 0)[:, None, None], out, 0).astype(q_TNH.dtype)
+
+
+def copy_pages(pages_PSCH: jax.Array, copies: jax.Array) -> jax.Array:
+    """Copies page `copies[i, 0]` onto page `copies[i, 1]` for each i ([C, 2] int32): the copy on
+    write of a shared prompt's partly filled last page (`PageAllocator.share`)."""
+    return pages_PSCH.at[copies[:, 1]].set(pages_PSCH[copies[:, 0]])
