@@ -184,8 +184,8 @@ def _cached_attention(q_BTNH, k_BKHS, v_BKSH, mask_BTS, spans, which):
     return jax.lax.switch(which, [over(s) for s in spans], q_BTNH, k_BKHS, v_BKSH, mask_BTS)
 
 
-def _layer(c: ModelConfig, w: dict, x_BTD, positions_BT, mask_BTS, k_cache, v_cache, write_index, spans,
-           which):
+def layer_qkv(c: ModelConfig, w: dict, x_BTD, positions_BT):
+    """A layer's queries [B, T, N, H] and rotated keys / values [B, T, K, H] (decode layout `w`)."""
     b, t, d = x_BTD.shape
     n, kh, h = c.num_heads, c.num_kv_heads, c.head_dim
     cd = x_BTD.dtype
@@ -199,13 +199,14 @@ def _layer(c: ModelConfig, w: dict, x_BTD, positions_BT, mask_BTS, k_cache, v_ca
     if c.qk_norm:
         q, k = rms_norm(q, w["q_norm"], c.rms_norm_eps), rms_norm(k, w["k_norm"], c.rms_norm_eps)
     inv_freq, scale = rope_inv_freq(c), rope_attention_factor(c)
-    q = apply_rope(q, positions_BT, inv_freq, scale)
-    k = apply_rope(k, positions_BT, inv_freq, scale).transpose(0, 2, 3, 1)  # [B, K, H, T]
-    v = v.transpose(0, 2, 1, 3)
-    k_cache = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, 0, 0, write_index))
-    v_cache = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, 0, write_index, 0))
-    out = _cached_attention(q, k_cache.astype(cd), v_cache.astype(cd), mask_BTS, spans, which)
-    out = linear(out.reshape(b * t, n * h), w["o"].astype(cd))
+    return apply_rope(q, positions_BT, inv_freq, scale), apply_rope(k, positions_BT, inv_freq, scale), v
+
+
+def layer_out(c: ModelConfig, w: dict, x_BTD, attn_BTNH):
+    """The rest of a layer after attention: output projection, residual, MLP, residual."""
+    b, t, d = x_BTD.shape
+    cd = x_BTD.dtype
+    out = linear(attn_BTNH.reshape(b * t, -1), w["o"].astype(cd))
     if c.o_bias:
         out = out + w["o_bias"].astype(cd)
     x = x_BTD + out.reshape(b, t, d)
@@ -218,7 +219,18 @@ def _layer(c: ModelConfig, w: dict, x_BTD, positions_BT, mask_BTS, k_cache, v_ca
     out = linear(hidden, w["down"].astype(cd))
     if c.mlp_bias:
         out = out + w["down_bias"].astype(cd)
-    return x + out.reshape(b, t, d), k_cache, v_cache
+    return x + out.reshape(b, t, d)
+
+
+def _layer(c: ModelConfig, w: dict, x_BTD, positions_BT, mask_BTS, k_cache, v_cache, write_index, spans,
+           which):
+    cd = x_BTD.dtype
+    q, k, v = layer_qkv(c, w, x_BTD, positions_BT)
+    k, v = k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)  # [B, K, H, T], [B, K, T, H]
+    k_cache = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, 0, 0, write_index))
+    v_cache = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, 0, write_index, 0))
+    out = _cached_attention(q, k_cache.astype(cd), v_cache.astype(cd), mask_BTS, spans, which)
+    return layer_out(c, w, x_BTD, out), k_cache, v_cache
 
 
 def decode_forward(config: ModelConfig, weights: DecodeWeights, input_ids_BC, cache: KVCache, *,

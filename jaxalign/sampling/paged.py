@@ -25,6 +25,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxalign.models.attention_ops import MASK_VALUE
+from jaxalign.models.config import ModelConfig
+from jaxalign.models.decode import DecodeWeights, kv_cache_dtype, layer_out, layer_qkv, linear
+from jaxalign.models.layers import rms_norm
 
 
 def combine(k_TKH: jax.Array, v_TKH: jax.Array) -> jax.Array:
@@ -53,6 +56,14 @@ def rows_of_tokens(cu_q_lens_R1: jax.Array, num_rows: jax.Array, num_tokens: int
     return jnp.where(t < cu_q_lens_R1[num_rows], rows, -1)
 
 
+def query_slots(lengths_R: jax.Array, cu_q_lens_R1: jax.Array, rows_T: jax.Array) -> jax.Array:
+    """[T] int32: the slot of each query token in its row, `lengths[r] - q_len_r + j` for the j-th
+    query of row r (`lengths` count the row's tokens with this chunk)."""
+    row = jnp.maximum(rows_T, 0)
+    start, end = cu_q_lens_R1[row], cu_q_lens_R1[row + 1]
+    return lengths_R[row] - (end - start) + (jnp.arange(rows_T.shape[0]) - start)
+
+
 def paged_attention(q_TNH: jax.Array, pages_PSCH: jax.Array, lengths_R: jax.Array, page_table_RP: jax.Array,
                     cu_q_lens_R1: jax.Array, num_rows: jax.Array, *, sm_scale: float | None = None) -> jax.Array:
     """Causal attention of ragged queries over their rows' pages; [T, N, H], 0 for padding tokens.
@@ -69,7 +80,7 @@ def paged_attention(q_TNH: jax.Array, pages_PSCH: jax.Array, lengths_R: jax.Arra
     rows = rows_of_tokens(cu_q_lens_R1, num_rows, t)
     row = jnp.maximum(rows, 0)
     kv_len = lengths_R[row]
-    pos = kv_len - (cu_q_lens_R1[row + 1] - cu_q_lens_R1[row]) + (jnp.arange(t) - cu_q_lens_R1[row])
+    pos = query_slots(lengths_R, cu_q_lens_R1, rows)
     kv = pages_PSCH[page_table_RP[row]]  # [T, pages_per_row, page_size, 2K, H]
     kv = kv.reshape(t, -1, kh2, h)  # [T, S, 2K, H]
     k, v = kv[:, :, 0::2], kv[:, :, 1::2]
@@ -87,3 +98,34 @@ def copy_pages(pages_PSCH: jax.Array, copies: jax.Array) -> jax.Array:
     """Copies page `copies[i, 0]` onto page `copies[i, 1]` for each i ([C, 2] int32): the copy on
     write of a shared prompt's partly filled last page (`PageAllocator.share`)."""
     return pages_PSCH.at[copies[:, 1]].set(pages_PSCH[copies[:, 0]])
+
+
+def paged_forward(config: ModelConfig, weights: DecodeWeights, ids_T: jax.Array, positions_T: jax.Array,
+                  pages: tuple[jax.Array, ...], lengths_R: jax.Array, page_table_RP: jax.Array,
+                  cu_q_lens_R1: jax.Array, num_rows: jax.Array) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+    """A ragged chunk of new tokens (prompt, tool output or one decode token per row) through the
+    model over a paged cache: writes their keys / values into the rows' pages and returns
+    (logits [T, V] float32, pages). `lengths` count each row's tokens including this chunk; the
+    row's pages must already be reserved (`PageAllocator.reserve`). Padding tokens (past
+    `cu_q_lens[num_rows]`) write nothing and get garbage logits."""
+    c = config
+    cd = jnp.dtype(c.dtype)
+    rows = rows_of_tokens(cu_q_lens_R1, jnp.reshape(num_rows, ()), ids_T.shape[0])
+    slots = query_slots(lengths_R, cu_q_lens_R1, rows)
+    x = jnp.take(weights.embed, ids_T, axis=0).astype(cd)[None]  # [1, T, D]
+    out_pages = []
+    for w, pool in zip(weights.layers, pages):
+        q, k, v = layer_qkv(c, w, x, positions_T[None])
+        pool = write(pool, page_table_RP, rows, slots, k[0], v[0])
+        attn = paged_attention(q[0], pool.astype(cd), lengths_R, page_table_RP, cu_q_lens_R1, num_rows)
+        x = layer_out(c, w, x, attn[None])
+        out_pages.append(pool)
+    h = rms_norm(x[0], weights.final_norm, c.rms_norm_eps)
+    return linear(h, weights.head.astype(cd), out_dtype=jnp.float32), tuple(out_pages)
+
+
+def init_pages(config: ModelConfig, num_pages: int, page_size: int, dtype=None) -> tuple[jax.Array, ...]:
+    """An empty pool per layer, [num_pages, page_size, 2K, H] (dtype: `kv_cache_dtype(config)`)."""
+    dt = jnp.dtype(dtype or kv_cache_dtype(config))
+    shape = (num_pages, page_size, 2 * config.num_kv_heads, config.head_dim)
+    return tuple(jnp.zeros(shape, dt) for _ in range(config.num_layers))
